@@ -1,0 +1,11 @@
+//! HTTP/1.1 wire format: request heads in, response heads out. Pure: no sockets, no files.
+
+pub mod conditional;
+pub mod date;
+pub mod range;
+pub mod request;
+pub mod response;
+pub mod status;
+
+pub use request::{Method, ParseError, Request};
+pub use status::Status;

@@ -1,0 +1,153 @@
+//! Response-head encoding into a reusable buffer, without format machinery on the hot path.
+//!
+//! [`Head`] says what a response is; [`Head::encode`] writes the status line and every header
+//! in one pass. Every response carries `Date`, `Server` and `Content-Length` (even 304 and
+//! HEAD, where it states what a GET would carry), so the client always knows the framing.
+
+use std::time::SystemTime;
+
+use crate::http::Status;
+
+/// What the `Connection` header should say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connection {
+    /// HTTP/1.1 keep-alive: nothing to say.
+    Default,
+    /// An HTTP/1.0 client asked for keep-alive and gets it.
+    KeepAlive,
+    Close,
+}
+
+/// `Content-Range` of a 206 or 416.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentRange {
+    /// `bytes first-last/len`
+    Bytes { first: u64, last: u64, len: u64 },
+    /// `bytes */len`
+    Unsatisfied { len: u64 },
+}
+
+/// A response head, borrowed from wherever its values live.
+#[derive(Debug)]
+pub struct Head<'a> {
+    pub status: Status,
+    pub content_type: Option<&'a str>,
+    pub content_length: u64,
+    pub last_modified: Option<SystemTime>,
+    pub etag: Option<&'a str>,
+    pub accept_ranges: bool,
+    pub content_range: Option<ContentRange>,
+    pub location: Option<&'a str>,
+    pub allow: bool,
+    pub connection: Connection,
+}
+
+/// The methods srvd serves, for `Allow`.
+pub const ALLOW: &str = "GET, HEAD, OPTIONS";
+
+impl<'a> Head<'a> {
+    /// A head with only the status and framing set.
+    pub fn new(status: Status, content_length: u64) -> Head<'a> {
+        Head {
+            status,
+            content_type: None,
+            content_length,
+            last_modified: None,
+            etag: None,
+            accept_ranges: false,
+            content_range: None,
+            location: None,
+            allow: false,
+            connection: Connection::Default,
+        }
+    }
+
+    /// Appends the head, ending with the empty line, to `out`.
+    pub fn encode(&self, date: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(self.status.line().as_bytes());
+        out.extend_from_slice(b"\r\nServer: srvd\r\nDate: ");
+        out.extend_from_slice(date);
+        if let Some(ct) = self.content_type {
+            header(out, b"Content-Type", ct.as_bytes());
+        }
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        number(out, self.content_length);
+        if let Some(lm) = self.last_modified {
+            header(
+                out,
+                b"Last-Modified",
+                httpdate::fmt_http_date(lm).as_bytes(),
+            );
+        }
+        if let Some(etag) = self.etag {
+            header(out, b"ETag", etag.as_bytes());
+        }
+        if self.accept_ranges {
+            out.extend_from_slice(b"\r\nAccept-Ranges: bytes");
+        }
+        match self.content_range {
+            Some(ContentRange::Bytes { first, last, len }) => {
+                out.extend_from_slice(b"\r\nContent-Range: bytes ");
+                number(out, first);
+                out.push(b'-');
+                number(out, last);
+                out.push(b'/');
+                number(out, len);
+            }
+            Some(ContentRange::Unsatisfied { len }) => {
+                out.extend_from_slice(b"\r\nContent-Range: bytes */");
+                number(out, len);
+            }
+            None => {}
+        }
+        if let Some(loc) = self.location {
+            header(out, b"Location", loc.as_bytes());
+        }
+        if self.allow {
+            header(out, b"Allow", ALLOW.as_bytes());
+        }
+        match self.connection {
+            Connection::Default => {}
+            Connection::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
+            Connection::Close => out.extend_from_slice(b"\r\nConnection: close"),
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+    }
+}
+
+fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+}
+
+fn number(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_a_complete_head() {
+        let mut h = Head::new(Status::PartialContent, 2);
+        h.content_type = Some("text/plain");
+        h.content_range = Some(ContentRange::Bytes {
+            first: 0,
+            last: 1,
+            len: 10,
+        });
+        h.connection = Connection::Close;
+        let mut out = Vec::new();
+        h.encode(b"Sun, 06 Nov 1994 08:49:37 GMT", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 206 Partial Content\r\nServer: srvd\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+             Content-Type: text/plain\r\nContent-Length: 2\r\nContent-Range: bytes 0-1/10\r\n\
+             Connection: close\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! Entry point: parse the command line, run, map the result to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use srvd::cli::{Args, Cmd};
+use srvd::config::Config;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Some(Cmd::Reload) => match srvd::reload_cmd::run(&args.config) {
+            Ok(msg) => {
+                println!("{msg}");
+                ExitCode::SUCCESS
+            }
+            Err(msg) => {
+                eprintln!("srvd: {msg}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            let config = match Config::load(&args.config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if args.check {
+                println!("{}: configuration ok", args.config.display());
+                return ExitCode::SUCCESS;
+            }
+            match srvd::master::Master::new(config, args.config).and_then(|m| m.run()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("srvd: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! The master process: binds the listener, forks workers, supervises them
+//! (the shape of nginx's `ngx_master_process_cycle`).
+//!
+//! The loop blocks in `poll` on the signal pipe and the workers' channels, then acts on
+//! each intent in turn: reap and respawn, reload, reopen logs, add or retire workers, stop.
+//! It stays single-threaded and never holds a client connection.
+//!
+//! Generations: every reload forks a new generation with the new config; the old one is
+//! told to drain only once every new worker reported that it serves ([`reload`]).
+
+pub mod children;
+pub mod notify;
+pub mod reload;
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::config::Config;
+use crate::log::{self, AccessLog};
+use crate::static_files::Site;
+use crate::sys::fs::RootDir;
+use crate::sys::process::{self, Forked};
+use crate::sys::signals::{Command, Role, Signals};
+use crate::worker::{self, WorkerInit};
+use children::{Backoff, Child};
+use notify::Notify;
+use reload::PendingReload;
+
+/// After a fast stop is asked, workers get this long before SIGKILL.
+const FAST_STOP_GRACE: Duration = Duration::from_millis(800);
+/// Longest the master sleeps between checks when nothing happens.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// How the master is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    Graceful,
+    Fast,
+}
+
+/// The listener of a generation.
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub socket: TcpListener,
+}
+
+/// The supervisor.
+pub struct Master {
+    config: Config,
+    config_path: PathBuf,
+    listener: Listener,
+    signals: Signals,
+    children: Vec<Child>,
+    generation: u64,
+    /// Workers the current generation should have (config `workers`, moved by TTIN/TTOU).
+    target: usize,
+    backoff: Backoff,
+    pending: Option<PendingReload>,
+    /// A HUP arrived during a reload: run one more when this one ends.
+    reload_again: bool,
+    /// Listeners of retired generations, closed once their workers are gone.
+    retired_listeners: Vec<(u64, Listener)>,
+    shutdown: Option<(Shutdown, Instant)>,
+    notify: Notify,
+    /// Outcome of the last reload, for `STATUS=` and `srvd reload`.
+    last_reload: String,
+    reloads: u64,
+}
+
+impl Master {
+    /// Binds the listener and installs the signal handlers; forks nothing yet.
+    pub fn new(config: Config, config_path: PathBuf) -> io::Result<Master> {
+        let socket = crate::sys::socket::bind_listener(config.listen).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+        })?;
+        let signals = Signals::install(Role::Master)?;
+        Ok(Master {
+            target: config.workers,
+            listener: Listener {
+                addr: config.listen,
+                socket,
+            },
+            config,
+            config_path,
+            signals,
+            children: Vec::new(),
+            generation: 1,
+            backoff: Backoff::default(),
+            pending: None,
+            reload_again: false,
+            retired_listeners: Vec::new(),
+            shutdown: None,
+            notify: Notify::from_env(),
+            last_reload: "none".into(),
+            reloads: 0,
+        })
+    }
+
+    /// The supervisor loop; returns when every worker is gone after a stop.
+    pub fn run(mut self) -> io::Result<()> {
+        if let Some(path) = &self.config.pid_file {
+            std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot write pid file \"{}\": {e}", path.display()),
+                )
+            })?;
+        }
+        log::notice(format_args!(
+            "srvd {} listening on {}, {} workers, root \"{}\"",
+            env!("CARGO_PKG_VERSION"),
+            self.listener.addr,
+            self.target,
+            self.config.root.display()
+        ));
+        let mut announced = false;
+        loop {
+            self.spawn_missing();
+            self.wait_for_events()?;
+            for cmd in self.signals.pending() {
+                match cmd {
+                    Command::ChildExited => {}
+                    Command::Reload if self.shutdown.is_none() => self.reload(),
+                    Command::ReopenLogs => self.signal_workers(Signal::SIGUSR1, |_| true),
+                    Command::GracefulStop => self.begin_shutdown(Shutdown::Graceful),
+                    Command::FastStop => self.begin_shutdown(Shutdown::Fast),
+                    Command::MoreWorkers if self.shutdown.is_none() => {
+                        self.target += 1;
+                        log::notice(format_args!("TTIN: now {} workers", self.target));
+                    }
+                    Command::FewerWorkers if self.shutdown.is_none() => self.retire_one(),
+                    _ => {}
+                }
+            }
+            self.reap_children();
+            self.check_reload();
+            if !announced && self.shutdown.is_none() && self.current_ready() {
+                announced = true;
+                self.notify
+                    .send(&format!("READY=1\nSTATUS={}", self.status()));
+            }
+            if let Some((_, deadline)) = self.shutdown {
+                if self.children.is_empty() {
+                    if let Some(path) = &self.config.pid_file {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    log::notice(format_args!("exiting"));
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    self.signal_workers(Signal::SIGKILL, |_| true);
+                }
+            }
+        }
+    }
+
+    /// Blocks until a signal, a worker message, or the next timed action.
+    fn wait_for_events(&mut self) -> io::Result<()> {
+        let now = Instant::now();
+        let mut wake = now + IDLE_WAIT;
+        if let Some(t) = self.backoff.not_before {
+            wake = wake.min(t.max(now));
+        }
+        if let Some((_, t)) = self.shutdown {
+            wake = wake.min(t.max(now));
+        }
+        if let Some(p) = &self.pending {
+            wake = wake.min(p.deadline.max(now));
+        }
+        let timeout = wake.saturating_duration_since(now).as_millis().min(1000) as u16;
+        let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
+        let mut owners = Vec::new();
+        for (i, child) in self.children.iter().enumerate() {
+            if let Some(ch) = &child.channel {
+                fds.push(PollFd::new(ch.as_fd(), PollFlags::POLLIN));
+                owners.push(i);
+            }
+        }
+        match nix::poll::poll(&mut fds, PollTimeout::from(timeout)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<usize> = fds[1..]
+            .iter()
+            .zip(&owners)
+            .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, &i)| i)
+            .collect();
+        drop(fds);
+        for i in ready {
+            self.read_channel(i);
+        }
+        Ok(())
+    }
+
+    /// A worker wrote `R` (it serves) or closed its channel (it is exiting).
+    fn read_channel(&mut self, i: usize) {
+        let child = &mut self.children[i];
+        let Some(ch) = child.channel.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 16];
+        match ch.read(&mut buf) {
+            Ok(0) => child.channel = None,
+            Ok(n) => {
+                if buf[..n].contains(&b'R') {
+                    child.ready = true;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => child.channel = None,
+        }
+    }
+
+    /// Forks workers until the current generation has `target` live, unretired ones,
+    /// unless stopping or inside a crash-loop back-off.
+    fn spawn_missing(&mut self) {
+        if self.shutdown.is_some() || !self.backoff.allows(Instant::now()) {
+            return;
+        }
+        let have = self.live_in(self.generation);
+        for _ in have..self.target {
+            let (config, listener) = (&self.config, &self.listener.socket);
+            match self.spawn(config.clone(), listener, self.generation) {
+                Ok(child) => self.children.push(child),
+                Err(e) => {
+                    log::alert(format_args!("cannot fork a worker: {e}"));
+                    self.backoff.on_death(Duration::ZERO, Instant::now());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn live_in(&self, generation: u64) -> usize {
+        self.children
+            .iter()
+            .filter(|c| c.generation == generation && !c.retiring)
+            .count()
+    }
+
+    /// Forks one worker of `generation` serving `config` on `listener`.
+    fn spawn(&self, config: Config, listener: &TcpListener, generation: u64) -> io::Result<Child> {
+        let (ours, theirs) = UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        let master = nix::unistd::getpid();
+        match process::fork_worker()? {
+            Forked::Parent(pid) => {
+                drop(theirs);
+                Ok(Child {
+                    pid,
+                    generation,
+                    channel: Some(ours),
+                    ready: false,
+                    retiring: false,
+                    started: Instant::now(),
+                })
+            }
+            Forked::Child => {
+                // From here on this is a worker; it never returns into master frames.
+                self.signals.forget();
+                let result = (|| -> io::Result<(WorkerInit, AccessLog)> {
+                    let root = RootDir::open(&config.root)?;
+                    let access_log = AccessLog::open(&config.access_log)?;
+                    let init = WorkerInit {
+                        listeners: vec![listener.try_clone()?],
+                        channel: theirs,
+                        master,
+                        site: Site { config, root },
+                    };
+                    let mut keep = worker::keep_fds(&init, &access_log);
+                    keep.push(init.site.root.as_raw_fd());
+                    process::become_worker(master, &keep)?;
+                    process::drop_privileges(
+                        init.site.config.user.as_deref(),
+                        init.site.config.group.as_deref(),
+                    )?;
+                    Ok((init, access_log))
+                })();
+                match result {
+                    Ok((init, access_log)) => worker::run(init, access_log),
+                    Err(e) => {
+                        log::set_worker_role();
+                        log::error(format_args!("worker start failed: {e}"));
+                        process::exit(2)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Collects every exited worker, logs how it ended, and arranges its replacement.
+    fn reap_children(&mut self) {
+        loop {
+            let (pid, how) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Exit::Signal(sig)),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            let Some(i) = self.children.iter().position(|c| c.pid == pid) else {
+                continue;
+            };
+            let child = self.children.swap_remove(i);
+            let expected = child.retiring || self.shutdown.is_some();
+            match how {
+                Exit::Signal(sig) if !(expected && sig == Signal::SIGKILL) => {
+                    log::alert(format_args!("worker {pid} exited on signal {sig}"))
+                }
+                Exit::Code(code) if code != 0 || !expected => {
+                    log::notice(format_args!("worker {pid} exited with code {code}"))
+                }
+                _ => {}
+            }
+            if !expected && child.generation == self.generation {
+                let now = Instant::now();
+                if self.backoff.on_death(now - child.started, now) {
+                    log::alert(format_args!(
+                        "worker {pid} died within {:?} of starting; respawning with back-off",
+                        children::QUICK_DEATH
+                    ));
+                }
+            }
+            if self
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.generation == child.generation)
+                && !child.retiring
+            {
+                self.fail_reload(format!("new worker {pid} exited before it served"));
+            }
+        }
+        // Listeners of generations whose workers are all gone can close now.
+        let children = &self.children;
+        self.retired_listeners
+            .retain(|(g, _)| children.iter().any(|c| c.generation == *g));
+    }
+
+    /// Sends `sig` to every worker `which` selects.
+    fn signal_workers(&self, sig: Signal, which: impl Fn(&Child) -> bool) {
+        for child in self.children.iter().filter(|c| which(c)) {
+            let _ = kill(child.pid, sig);
+        }
+    }
+
+    /// TTOU: one worker fewer, never below one.
+    fn retire_one(&mut self) {
+        if self.target <= 1 {
+            log::notice(format_args!("TTOU ignored: already at one worker"));
+            return;
+        }
+        self.target -= 1;
+        let generation = self.generation;
+        if let Some(child) = self
+            .children
+            .iter_mut()
+            .find(|c| c.generation == generation && !c.retiring)
+        {
+            child.retiring = true;
+            let _ = kill(child.pid, Signal::SIGQUIT);
+        }
+        log::notice(format_args!("TTOU: now {} workers", self.target));
+    }
+
+    /// TERM/QUIT: workers drain (bounded by `shutdown_timeout`); INT: down within a second.
+    fn begin_shutdown(&mut self, how: Shutdown) {
+        if self.shutdown.is_some_and(|(h, _)| h == Shutdown::Fast) {
+            return;
+        }
+        let now = Instant::now();
+        let (sig, deadline) = match how {
+            // The workers bound themselves by shutdown_timeout; the margin lets them log.
+            Shutdown::Graceful => (
+                Signal::SIGQUIT,
+                now + self.config.shutdown_timeout + Duration::from_millis(500),
+            ),
+            Shutdown::Fast => (Signal::SIGTERM, now + FAST_STOP_GRACE),
+        };
+        log::notice(format_args!(
+            "{} stop",
+            if how == Shutdown::Fast {
+                "fast"
+            } else {
+                "graceful"
+            }
+        ));
+        self.notify.send("STOPPING=1");
+        self.signal_workers(sig, |_| true);
+        for child in &mut self.children {
+            child.retiring = true;
+        }
+        self.shutdown = Some((how, deadline));
+        // Stop accepting at once: the workers took what was queued before closing theirs.
+        self.retired_listeners.clear();
+        if let Some(p) = self.pending.take() {
+            drop(p);
+        }
+    }
+
+    /// Whether every worker of the current generation serves.
+    fn current_ready(&self) -> bool {
+        let current: Vec<_> = self
+            .children
+            .iter()
+            .filter(|c| c.generation == self.generation && !c.retiring)
+            .collect();
+        current.len() >= self.target && current.iter().all(|c| c.ready)
+    }
+
+    /// `STATUS=` text: generation, workers, last reload.
+    fn status(&self) -> String {
+        format!(
+            "generation {}, {} workers, last reload: {}",
+            self.generation,
+            self.live_in(self.generation),
+            self.last_reload
+        )
+    }
+}
+
+/// How a worker ended.
+enum Exit {
+    Code(i32),
+    Signal(Signal),
+}

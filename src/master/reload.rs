@@ -1,0 +1,187 @@
+//! SIGHUP: new config → new generation → drain the old one. On any error the old
+//! generation keeps serving, untouched (nginx: `cycle == NULL → continue`).
+//!
+//! 1. read and validate the whole file; an error is logged with file:line:column;
+//! 2. if the listen address changed, bind the new one first (failure rejects the reload);
+//!    an unchanged address keeps the very same socket, so nothing is refused meanwhile;
+//! 3. fork the new generation; each worker reports when it serves;
+//! 4. only then tell the old generation to drain; a listener no longer configured closes
+//!    when its workers are gone;
+//! 5. HUPs during a reload are coalesced into one more reload afterwards.
+//!
+//! The outcome is announced to systemd and, when `pid_file` is set, written to
+//! `<pid_file>.reload` for `srvd reload` (see [`crate::reload_cmd`]).
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::{Listener, Master};
+use crate::config::Config;
+use crate::log;
+
+/// How long a new generation may take to report that it serves before the reload is
+/// abandoned (the old generation never stopped serving meanwhile).
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A reload in progress: the new generation is starting.
+pub struct PendingReload {
+    pub generation: u64,
+    pub config: Config,
+    /// A newly bound listener when the address changed.
+    pub listener: Option<Listener>,
+    pub deadline: Instant,
+}
+
+impl Master {
+    /// Steps 1-3.
+    pub(super) fn reload(&mut self) {
+        if self.pending.is_some() {
+            self.reload_again = true;
+            return;
+        }
+        log::notice(format_args!("reloading \"{}\"", self.config_path.display()));
+        self.notify.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            super::notify::Notify::monotonic_usec()
+        ));
+        let config = match Config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(errors) => {
+                for e in &errors.0 {
+                    log::error(format_args!("{e}"));
+                }
+                let first = errors.0.first().map(|e| e.to_string()).unwrap_or_default();
+                self.finish_reload(false, format!("rejected: {first}"));
+                return;
+            }
+        };
+        let listener = if config.listen == self.listener.addr {
+            None
+        } else {
+            match crate::sys::socket::bind_listener(config.listen) {
+                Ok(socket) => Some(Listener {
+                    addr: config.listen,
+                    socket,
+                }),
+                Err(e) => {
+                    log::error(format_args!(
+                        "reload rejected: cannot listen on {}: {e}",
+                        config.listen
+                    ));
+                    self.finish_reload(
+                        false,
+                        format!("rejected: cannot listen on {}: {e}", config.listen),
+                    );
+                    return;
+                }
+            }
+        };
+        let generation = self.generation + 1;
+        let mut started = Vec::new();
+        for _ in 0..config.workers {
+            let socket = listener
+                .as_ref()
+                .map_or(&self.listener.socket, |l| &l.socket);
+            match self.spawn(config.clone(), socket, generation) {
+                Ok(child) => started.push(child),
+                Err(e) => {
+                    log::alert(format_args!("reload: cannot fork a worker: {e}"));
+                    break;
+                }
+            }
+        }
+        let complete = started.len() == config.workers;
+        self.children.extend(started);
+        self.pending = Some(PendingReload {
+            generation,
+            config,
+            listener,
+            deadline: Instant::now() + READY_TIMEOUT,
+        });
+        if !complete {
+            self.fail_reload("cannot fork the new workers".into());
+        }
+    }
+
+    /// Step 4, once every new worker serves; or give up at the deadline.
+    pub(super) fn check_reload(&mut self) {
+        let Some(p) = &self.pending else {
+            if self.reload_again && self.shutdown.is_none() {
+                self.reload_again = false;
+                self.reload();
+            }
+            return;
+        };
+        let generation = p.generation;
+        let new: Vec<_> = self
+            .children
+            .iter()
+            .filter(|c| c.generation == generation)
+            .collect();
+        if new.len() == p.config.workers && new.iter().all(|c| c.ready) {
+            let p = self.pending.take().expect("checked above");
+            let old = self.generation;
+            self.signal_workers(Signal::SIGQUIT, |c| c.generation == old);
+            for c in self.children.iter_mut().filter(|c| c.generation == old) {
+                c.retiring = true;
+            }
+            if let Some(new_listener) = p.listener {
+                let previous = std::mem::replace(&mut self.listener, new_listener);
+                self.retired_listeners.push((old, previous));
+            }
+            self.generation = generation;
+            self.target = p.config.workers;
+            self.config = p.config;
+            self.backoff = Default::default();
+            log::notice(format_args!(
+                "reload done: generation {generation}, {} workers on {}",
+                self.target, self.listener.addr
+            ));
+            self.finish_reload(true, "ok".into());
+        } else if Instant::now() >= p.deadline {
+            self.fail_reload(format!(
+                "new workers did not report ready within {READY_TIMEOUT:?}"
+            ));
+        }
+    }
+
+    /// Abandons the pending reload: its workers drain, the current generation stays.
+    pub(super) fn fail_reload(&mut self, why: String) {
+        let Some(p) = self.pending.take() else { return };
+        let generation = p.generation;
+        self.signal_workers(Signal::SIGQUIT, |c| c.generation == generation);
+        for c in self
+            .children
+            .iter_mut()
+            .filter(|c| c.generation == generation)
+        {
+            c.retiring = true;
+        }
+        log::error(format_args!("reload failed: {why}"));
+        self.finish_reload(false, format!("failed: {why}"));
+    }
+
+    /// Publishes a reload's outcome to systemd and to `<pid_file>.reload`.
+    fn finish_reload(&mut self, ok: bool, outcome: String) {
+        self.reloads += 1;
+        self.last_reload = outcome;
+        let _ = ok;
+        self.notify
+            .send(&format!("READY=1\nSTATUS={}", self.status()));
+        if let Some(path) = &self.config.pid_file {
+            let state = format!(
+                "reloads={}\ngeneration={}\nresult={}\n",
+                self.reloads, self.generation, self.last_reload
+            );
+            let target = crate::reload_cmd::state_path(path);
+            let tmp = target.with_extension("reload.tmp");
+            if std::fs::write(&tmp, state)
+                .and_then(|_| std::fs::rename(&tmp, &target))
+                .is_err()
+            {
+                log::warn(format_args!("cannot write \"{}\"", target.display()));
+            }
+        }
+    }
+}

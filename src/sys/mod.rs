@@ -1,0 +1,13 @@
+//! The system-call fence: the only module where `unsafe` is allowed.
+//!
+//! Every `unsafe` item in the crate is listed here:
+//! - [`process::fork_worker`]: `fork()`, sound because the master is single-threaded.
+//! - [`socket::accept`]: `accept4()` into a `sockaddr_storage`, and adopting the new fd.
+//! - [`fs::open_beneath`]: adopting the fd that `openat2()` returns.
+//!
+//! Everything else goes through `nix`, `socket2` or `std`, which are safe wrappers.
+
+pub mod fs;
+pub mod process;
+pub mod signals;
+pub mod socket;

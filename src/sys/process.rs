@@ -1,0 +1,99 @@
+//! Process control: fork a worker, turn the child into a worker, drop privileges.
+//!
+//! Invariant: the master is single-threaded. That is what makes `fork()` sound (no other
+//! thread can hold a lock the child would inherit), and `fork_worker` is the only place
+//! the crate forks.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::unistd::{ForkResult, Pid};
+
+/// Which side of a fork we are on.
+pub enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+/// Forks the process. The child must go straight into [`become_worker`] and the worker
+/// loop, and leave through [`exit`]; it never returns into master code.
+pub fn fork_worker() -> io::Result<Forked> {
+    // SAFETY: the master is single-threaded (it never spawns threads, and signal-hook's
+    // pipe registration runs in the signal handler, not a thread), so no lock or allocator
+    // state can be held by another thread at the moment of the fork. The child only runs
+    // worker code and exits without returning to the caller's frames.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// The child's first act after fork: ask to die with the master, unblock every signal,
+/// and close every file descriptor except stdio and `keep`.
+///
+/// Signal *handlers* are reset by [`crate::sys::signals::Signals::forget`] before this is
+/// called, so that no inherited handler can write to a pipe we are about to close.
+pub fn become_worker(master: Pid, keep: &[RawFd]) -> io::Result<()> {
+    // A worker must not outlive its master: SIGTERM is the worker's fast stop.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)?;
+    // The master may have died between fork and prctl: then we were reparented already.
+    if nix::unistd::getppid() != master {
+        return Err(io::Error::other("master exited during worker start"));
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(io::Error::from)?;
+    close_fds_except(keep)
+}
+
+/// Closes every open fd above 2 that is not in `keep`, by listing /proc/self/fd.
+fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
+    // Collect first: the directory listing holds an fd of its own while it is open.
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            // EBADF is expected once, for the read_dir fd that is already gone.
+            let _ = nix::unistd::close(fd);
+        }
+    }
+    Ok(())
+}
+
+/// When running as root and a user (and optionally a group) is configured, switch to
+/// them for good: supplementary groups, then gid, then uid.
+pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()> {
+    use nix::unistd::{Group, User};
+    if !nix::unistd::geteuid().is_root() || (user.is_none() && group.is_none()) {
+        return Ok(());
+    }
+    let u = match user {
+        Some(name) => Some(
+            User::from_name(name)
+                .map_err(io::Error::from)?
+                .ok_or_else(|| io::Error::other(format!("unknown user \"{name}\"")))?,
+        ),
+        None => None,
+    };
+    let gid = match group {
+        Some(name) => {
+            Group::from_name(name)
+                .map_err(io::Error::from)?
+                .ok_or_else(|| io::Error::other(format!("unknown group \"{name}\"")))?
+                .gid
+        }
+        None => u.as_ref().map(|u| u.gid).expect("user or group is set"),
+    };
+    nix::unistd::setgroups(&[gid]).map_err(io::Error::from)?;
+    nix::unistd::setgid(gid).map_err(io::Error::from)?;
+    if let Some(u) = u {
+        nix::unistd::setuid(u.uid).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Leaves the process now: used by workers, which never unwind into master frames.
+pub fn exit(code: i32) -> ! {
+    std::process::exit(code)
+}

@@ -1,0 +1,492 @@
+//! One client connection: an explicit state machine driven by readiness events.
+//!
+//! ```text
+//!             read + parse                 response written, keep-alive
+//!   ReadingHead ─────────────▶ Writing ───────────────────────────────▶ ReadingHead
+//!        │ EOF, error                │ written, must close
+//!        ▼                           ▼
+//!      (closed)  ◀── EOF/timeout ── Lingering  (write side shut, reading until the peer closes)
+//! ```
+//!
+//! [`Conn::drive`] advances the state as far as the socket allows and returns what the
+//! connection waits for next ([`Wait`]). Epoll is level-triggered: a connection is
+//! registered for EPOLLIN, and switched to EPOLLOUT only while a write is blocked, so a
+//! keep-alive request costs one `read` and one `write`.
+
+use std::io::{self, Read};
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use crate::http::date::DateCache;
+use crate::http::request::{self, BodyFraming, Request, MAX_HEAD};
+use crate::http::response::Connection;
+use crate::http::{Method, Status};
+use crate::log::AccessLog;
+use crate::static_files::{self, Body, Chunk, Site};
+use crate::sys::socket::send;
+
+/// Initial read buffer: enough for any ordinary request head.
+const READ_BUF: usize = 4 * 1024;
+/// Initial response buffer: a head plus a small file body.
+const OUT_BUF: usize = 1024;
+/// Largest request body that is read and thrown away to keep the connection usable;
+/// past it the answer is 413 and the connection closes. A static server has no use for
+/// bodies, so this only needs to cover clients that send small ones by habit.
+pub const MAX_DISCARD_BODY: u64 = 1024 * 1024;
+/// How long a closing connection keeps reading (and discarding) after its final response
+/// before it is closed for good, so unread input does not turn our FIN into a RST.
+const LINGER: Duration = Duration::from_secs(2);
+/// Largest single sendfile call: bounds how long one connection holds the loop.
+const SENDFILE_CHUNK: usize = 512 * 1024;
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub enum ConnState {
+    /// Waiting for (the rest of) a request head; may be discarding a previous body first.
+    ReadingHead,
+    /// Sending `out[out_pos..]`, then `body`.
+    Writing { body: Body, close: bool },
+    /// Final response sent and write side shut: read and discard until EOF or deadline.
+    Lingering,
+}
+
+/// What a connection needs before it can make progress again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    Readable,
+    Writable,
+    /// Done: deregister and drop.
+    Close,
+}
+
+/// Everything a connection borrows from its worker while it is being driven.
+pub struct Ctx<'a> {
+    pub site: &'a Site,
+    pub date: &'a DateCache,
+    pub log: &'a mut AccessLog,
+    pub pool: &'a mut Vec<Vec<u8>>,
+    pub now: Instant,
+    pub draining: bool,
+}
+
+/// Pending log line pieces: `[..referer_at]` is the line start, then referer, then agent.
+#[derive(Debug, Default)]
+struct LogEntry {
+    line: Vec<u8>,
+    referer_at: usize,
+    agent_at: usize,
+    status: u16,
+    bytes: u64,
+}
+
+/// One client connection.
+pub struct Conn {
+    pub stream: TcpStream,
+    peer: IpAddr,
+    pub state: ConnState,
+    /// Read buffer: `rbuf[rstart..rend]` is unparsed input; the vector is fully initialised.
+    rbuf: Vec<u8>,
+    rstart: usize,
+    rend: usize,
+    /// Body bytes of the last request still to be read and thrown away.
+    discard: u64,
+    /// Response bytes: `out[out_pos..]` still to send.
+    out: Vec<u8>,
+    out_pos: usize,
+    pub deadline: Instant,
+    log: LogEntry,
+}
+
+impl Conn {
+    /// A new connection waits for its first head for `header_timeout`.
+    pub fn new(stream: TcpStream, peer: IpAddr, now: Instant, header_timeout: Duration) -> Conn {
+        Conn {
+            stream,
+            peer,
+            state: ConnState::ReadingHead,
+            rbuf: Vec::new(),
+            rstart: 0,
+            rend: 0,
+            discard: 0,
+            out: Vec::new(),
+            out_pos: 0,
+            deadline: now + header_timeout,
+            log: LogEntry::default(),
+        }
+    }
+
+    /// Idle: between requests, nothing buffered, nothing owed.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, ConnState::ReadingHead)
+            && self.rstart == self.rend
+            && self.discard == 0
+    }
+
+    /// Advances the connection as far as the socket allows.
+    pub fn drive(&mut self, cx: &mut Ctx) -> Wait {
+        loop {
+            let next = match self.state {
+                ConnState::ReadingHead => self.read_head(cx),
+                ConnState::Writing { .. } => self.write_response(cx),
+                ConnState::Lingering => self.linger(),
+            };
+            match next {
+                Step::Continue => continue,
+                Step::Wait(w) => {
+                    if w == Wait::Readable && self.is_idle() {
+                        self.release_buffers(cx.pool);
+                    }
+                    return w;
+                }
+            }
+        }
+    }
+
+    /// ReadingHead: discard leftover body bytes, parse a head from the buffer, or read.
+    fn read_head(&mut self, cx: &mut Ctx) -> Step {
+        if self.discard > 0 {
+            let n = self.discard.min((self.rend - self.rstart) as u64);
+            self.rstart += n as usize;
+            self.discard -= n;
+        }
+        if self.discard == 0 && self.rstart < self.rend && self.respond(cx) {
+            return Step::Continue;
+        }
+        if self.is_idle() && cx.draining {
+            // Graceful stop: an idle keep-alive connection is closed (FIN, nothing unread).
+            return Step::Wait(Wait::Close);
+        }
+        self.read_more(cx)
+    }
+
+    /// Reads once into the buffer; level-triggered epoll will call again if more is there.
+    fn read_more(&mut self, cx: &mut Ctx) -> Step {
+        let was_idle = self.is_idle();
+        if self.rbuf.is_empty() {
+            self.rbuf = cx.pool.pop().unwrap_or_else(|| vec![0; READ_BUF]);
+        }
+        if self.rend == self.rbuf.len() {
+            if self.rstart > 0 {
+                self.rbuf.copy_within(self.rstart..self.rend, 0);
+                self.rend -= self.rstart;
+                self.rstart = 0;
+            } else if self.rbuf.len() < MAX_HEAD + 1 {
+                let grown = (self.rbuf.len() * 2).min(MAX_HEAD + 1);
+                self.rbuf.resize(grown, 0);
+            }
+        }
+        match (&self.stream).read(&mut self.rbuf[self.rend..]) {
+            Ok(0) => Step::Wait(Wait::Close),
+            Ok(n) => {
+                self.rend += n;
+                if was_idle && self.discard == 0 {
+                    // The first byte of a head starts the header timeout (slowloris).
+                    self.deadline = cx.now + cx.site.config.header_timeout;
+                }
+                Step::Continue
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Wait(Wait::Readable),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Continue,
+            Err(_) => Step::Wait(Wait::Close),
+        }
+    }
+
+    /// Parses the buffered input; on a complete head (or a bad one) builds exactly one
+    /// reply into `out` and moves to Writing. Returns false when the head is incomplete.
+    fn respond(&mut self, cx: &mut Ctx) -> bool {
+        let parsed = request::parse(&self.rbuf[self.rstart..self.rend]);
+        if matches!(parsed, Ok(None)) {
+            return false;
+        }
+        let date = cx.date.get();
+        if self.out.capacity() == 0 {
+            self.out = Vec::with_capacity(OUT_BUF);
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        let (outcome, consumed) = match parsed {
+            Ok(Some(req)) => {
+                let mut close = !req.keep_alive() || cx.draining;
+                let mut status_override = None;
+                match req.body {
+                    BodyFraming::None => {}
+                    BodyFraming::Length(n) if n <= MAX_DISCARD_BODY && !req.expect_continue => {
+                        self.discard = n
+                    }
+                    // A client waiting for 100-continue may never send the body, and a
+                    // chunked body would need decoding to skip: answer, then close.
+                    BodyFraming::Length(n) if n <= MAX_DISCARD_BODY => close = true,
+                    BodyFraming::Chunked => close = true,
+                    BodyFraming::Length(_) => status_override = Some(Status::PayloadTooLarge),
+                }
+                let conn = if close {
+                    Connection::Close
+                } else if req.minor == 0 {
+                    Connection::KeepAlive
+                } else {
+                    Connection::Default
+                };
+                if cx.log.enabled() {
+                    begin_log(&mut self.log, cx, self.peer, &req);
+                }
+                let outcome = match status_override {
+                    Some(status) => static_files::error_reply(
+                        cx.site,
+                        status,
+                        req.method == Method::Head,
+                        date,
+                        conn,
+                        &mut self.out,
+                    ),
+                    None => static_files::handle(cx.site, &req, date, conn, &mut self.out),
+                };
+                (outcome, req.head_len)
+            }
+            Err(e) => {
+                if cx.log.enabled() {
+                    let entry = &mut self.log;
+                    cx.log
+                        .begin(&mut entry.line, self.peer, cx.date.secs(), "-", "-", 1);
+                    entry.referer_at = entry.line.len();
+                    entry.agent_at = entry.line.len();
+                }
+                let outcome = static_files::error_reply(
+                    cx.site,
+                    e.status(),
+                    false,
+                    date,
+                    Connection::Close,
+                    &mut self.out,
+                );
+                (outcome, self.rend - self.rstart)
+            }
+            Ok(None) => unreachable!("handled above"),
+        };
+        self.rstart += consumed;
+        self.log.status = outcome.status.code();
+        self.log.bytes = outcome.body_len;
+        self.state = ConnState::Writing {
+            body: outcome.body,
+            close: outcome.close,
+        };
+        self.deadline = cx.now + cx.site.config.send_timeout;
+        true
+    }
+
+    /// Writing: the buffered head (and small body), then the file body by sendfile.
+    fn write_response(&mut self, cx: &mut Ctx) -> Step {
+        let ConnState::Writing { body, close } = &mut self.state else {
+            unreachable!("write_response is only called while Writing");
+        };
+        let more = !matches!(body, Body::None);
+        while self.out_pos < self.out.len() {
+            // MSG_MORE holds the head back until the file body follows it in one segment.
+            match send(&self.stream, &self.out[self.out_pos..], more) {
+                Ok(n) => {
+                    self.out_pos += n;
+                    self.deadline = cx.now + cx.site.config.send_timeout;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Step::Wait(Wait::Writable)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Step::Wait(Wait::Close),
+            }
+        }
+        loop {
+            let step = match body {
+                Body::None => break,
+                Body::File { file, offset, end } => send_file(&self.stream, file, offset, *end),
+                Body::Multipart { file, chunks } => match chunks.front_mut() {
+                    None => break,
+                    Some(Chunk::Bytes(bytes)) => match send_bytes(&self.stream, bytes) {
+                        Sent::Done => {
+                            chunks.pop_front();
+                            Sent::Progress
+                        }
+                        other => other,
+                    },
+                    Some(Chunk::File { offset, end }) => {
+                        match send_file(&self.stream, file, offset, *end) {
+                            Sent::Done => {
+                                chunks.pop_front();
+                                Sent::Progress
+                            }
+                            other => other,
+                        }
+                    }
+                },
+            };
+            match step {
+                Sent::Progress => self.deadline = cx.now + cx.site.config.send_timeout,
+                Sent::Done => *body = Body::None,
+                Sent::Blocked => return Step::Wait(Wait::Writable),
+                Sent::Failed => return Step::Wait(Wait::Close),
+            }
+        }
+        // The response is complete.
+        let close = *close;
+        self.finish_log(cx);
+        self.out.clear();
+        self.out_pos = 0;
+        if close {
+            let _ = self.stream.shutdown(Shutdown::Write);
+            self.state = ConnState::Lingering;
+            self.deadline = cx.now + LINGER;
+            return Step::Continue;
+        }
+        self.state = ConnState::ReadingHead;
+        self.deadline = if self.rstart < self.rend {
+            cx.now + cx.site.config.header_timeout
+        } else {
+            cx.now + cx.site.config.keepalive_timeout
+        };
+        if self.rstart == self.rend {
+            self.rstart = 0;
+            self.rend = 0;
+        }
+        Step::Continue
+    }
+
+    fn finish_log(&mut self, cx: &mut Ctx) {
+        if cx.log.enabled() && !self.log.line.is_empty() {
+            let e = &self.log;
+            cx.log.finish(
+                &e.line[..e.referer_at],
+                e.status,
+                e.bytes,
+                &e.line[e.referer_at..e.agent_at],
+                &e.line[e.agent_at..],
+            );
+            self.log.line.clear();
+        }
+    }
+
+    /// Lingering: read and drop input until the peer closes or the deadline passes.
+    fn linger(&mut self) -> Step {
+        let mut sink = [0u8; 1024];
+        match (&self.stream).read(&mut sink) {
+            Ok(0) => Step::Wait(Wait::Close),
+            Ok(_) => Step::Continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Wait(Wait::Readable),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Continue,
+            Err(_) => Step::Wait(Wait::Close),
+        }
+    }
+
+    /// Called when the deadline has passed. A client that stalled mid-head gets a 408
+    /// (best effort, one non-blocking write); everyone else is simply closed.
+    pub fn on_timeout(&mut self, cx: &mut Ctx) {
+        if matches!(self.state, ConnState::ReadingHead) && self.rstart < self.rend {
+            let mut out = Vec::new();
+            static_files::error_reply(
+                cx.site,
+                Status::RequestTimeout,
+                false,
+                cx.date.get(),
+                Connection::Close,
+                &mut out,
+            );
+            // The socket is non-blocking: one attempt, whatever fits.
+            let _ = send(&self.stream, &out, false);
+        }
+    }
+
+    /// Graceful stop: an idle connection gets at most `grace` more to send a request.
+    pub fn begin_drain(&mut self, now: Instant, grace: Duration) {
+        if self.is_idle() {
+            self.deadline = self.deadline.min(now + grace);
+        }
+    }
+
+    /// Returns idle buffers to the worker's pool, so an idle connection costs only its
+    /// struct (the pool is bounded by the caller).
+    fn release_buffers(&mut self, pool: &mut Vec<Vec<u8>>) {
+        self.rstart = 0;
+        self.rend = 0;
+        if self.rbuf.len() == READ_BUF && pool.len() < POOL_MAX {
+            pool.push(std::mem::take(&mut self.rbuf));
+        } else {
+            self.rbuf = Vec::new();
+        }
+        self.out = Vec::new();
+        self.log.line = Vec::new();
+    }
+
+    /// Drops the buffers with the connection (used on close).
+    pub fn recycle(mut self, pool: &mut Vec<Vec<u8>>) {
+        if self.rbuf.len() == READ_BUF && pool.len() < POOL_MAX {
+            pool.push(std::mem::take(&mut self.rbuf));
+        }
+        let _ = self.stream.as_fd();
+    }
+}
+
+/// Most spare read buffers a worker keeps.
+const POOL_MAX: usize = 256;
+
+enum Step {
+    Continue,
+    Wait(Wait),
+}
+
+enum Sent {
+    Progress,
+    Done,
+    Blocked,
+    Failed,
+}
+
+fn send_bytes(stream: &TcpStream, bytes: &mut Vec<u8>) -> Sent {
+    match send(stream, bytes, true) {
+        Ok(n) if n == bytes.len() => Sent::Done,
+        Ok(n) => {
+            bytes.drain(..n);
+            Sent::Progress
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Blocked,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Sent::Progress,
+        Err(_) => Sent::Failed,
+    }
+}
+
+fn send_file(stream: &TcpStream, file: &std::fs::File, offset: &mut u64, end: u64) -> Sent {
+    if *offset >= end {
+        return Sent::Done;
+    }
+    let count = (end - *offset).min(SENDFILE_CHUNK as u64) as usize;
+    let mut off = *offset as i64;
+    match nix::sys::sendfile::sendfile64(stream.as_fd(), file.as_fd(), Some(&mut off), count) {
+        // The file shrank under us: the promised length cannot be delivered.
+        Ok(0) => Sent::Failed,
+        Ok(n) => {
+            *offset += n as u64;
+            if *offset >= end {
+                Sent::Done
+            } else {
+                Sent::Progress
+            }
+        }
+        Err(nix::errno::Errno::EAGAIN) => Sent::Blocked,
+        Err(nix::errno::Errno::EINTR) => Sent::Progress,
+        Err(_) => Sent::Failed,
+    }
+}
+
+/// Starts the access-log entry of a request: the line up to the status, then the referer
+/// and user agent kept for the end of the line.
+fn begin_log(e: &mut LogEntry, cx: &mut Ctx, peer: IpAddr, req: &Request) {
+    cx.log.begin(
+        &mut e.line,
+        peer,
+        cx.date.secs(),
+        req.method_str,
+        req.target,
+        req.minor,
+    );
+    e.referer_at = e.line.len();
+    e.line.extend_from_slice(req.referer.unwrap_or_default());
+    e.agent_at = e.line.len();
+    e.line.extend_from_slice(req.user_agent.unwrap_or_default());
+}

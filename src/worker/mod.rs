@@ -1,0 +1,393 @@
+//! A worker process: one non-blocking epoll loop serving many connections
+//! (the shape of mio's `tcp_server.rs`).
+//!
+//! Each wake-up handles the tokens that are ready:
+//! - a listener (`LISTENER_BASE + i`): accept until `WouldBlock`, pausing at
+//!   `max_connections` and on EMFILE/ENFILE (logged, survived);
+//! - `SIGNALS`: graceful stop (drain), fast stop, reopen logs;
+//! - a connection (`slot | generation << 32`): drive its state machine.
+//!
+//! Once a second it expires deadlines (header, keep-alive, send timeouts), flushes the
+//! access log and checks that the master is still alive.
+//!
+//! Invariant: a worker holds only its own fds: its listeners, its channel to the master,
+//! its epoll and signal pipe, its access log and its connections.
+
+pub mod conn;
+
+use std::io::{self, Write};
+use std::net::TcpListener;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::unistd::Pid;
+
+use crate::http::date::DateCache;
+use crate::log::{self, AccessLog};
+use crate::static_files::Site;
+use crate::sys::signals::{Command, Role, Signals};
+use conn::{Conn, Ctx, Wait};
+
+/// Token of the signal pipe.
+const SIGNALS: u64 = u64::MAX;
+/// Tokens of the listeners: `LISTENER_BASE + index`.
+const LISTENER_BASE: u64 = u64::MAX - 64;
+/// Events handled per epoll_wait.
+const EVENTS: usize = 256;
+/// How often deadlines are checked and the access log flushed.
+const TICK: Duration = Duration::from_secs(1);
+/// After an EMFILE/ENFILE on accept, stop accepting for this long (the error would repeat
+/// at once; meanwhile connections close and free descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// During a graceful stop, an idle keep-alive connection may still send one request for
+/// this long (answered with `Connection: close`) before it is closed. This narrows the race
+/// where a client reuses a connection just as the server closes it.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(500);
+
+/// What a worker is given by the master at fork.
+pub struct WorkerInit {
+    pub site: Site,
+    pub listeners: Vec<TcpListener>,
+    /// Write end of this worker's channel: one byte `R` once it serves.
+    pub channel: UnixStream,
+    pub master: Pid,
+}
+
+/// A slot in the connection table; the generation makes stale tokens harmless.
+struct Slot {
+    generation: u32,
+    conn: Option<Conn>,
+    /// Current epoll interest.
+    writable: bool,
+}
+
+struct Worker {
+    site: Site,
+    listeners: Vec<TcpListener>,
+    listening: bool,
+    accept_resume: Option<Instant>,
+    epoll: Epoll,
+    signals: Signals,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+    date: DateCache,
+    log: AccessLog,
+    pool: Vec<Vec<u8>>,
+    master: Pid,
+    draining: Option<Instant>,
+    next_tick: Instant,
+}
+
+/// Runs the worker until it is told to stop; never returns.
+pub fn run(init: WorkerInit, access_log: AccessLog) -> ! {
+    log::set_worker_role();
+    let code = match Worker::new(init, access_log) {
+        Ok(mut worker) => match worker.run() {
+            Ok(()) => 0,
+            Err(e) => {
+                log::error(format_args!("worker loop failed: {e}"));
+                1
+            }
+        },
+        Err(e) => {
+            log::error(format_args!("worker start failed: {e}"));
+            2
+        }
+    };
+    crate::sys::process::exit(code)
+}
+
+impl Worker {
+    fn new(init: WorkerInit, log: AccessLog) -> io::Result<Worker> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let signals = Signals::install(Role::Worker)?;
+        epoll.add(signals.fd(), EpollEvent::new(EpollFlags::EPOLLIN, SIGNALS))?;
+        let mut worker = Worker {
+            site: init.site,
+            listeners: init.listeners,
+            listening: false,
+            accept_resume: None,
+            epoll,
+            signals,
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            date: DateCache::default(),
+            log,
+            pool: Vec::new(),
+            master: init.master,
+            draining: None,
+            next_tick: Instant::now() + TICK,
+        };
+        worker.listen(true)?;
+        // Tell the master we serve; it retires the old generation only after this.
+        (&init.channel).write_all(b"R")?;
+        Ok(worker)
+    }
+
+    /// Registers or deregisters the listeners. EPOLLEXCLUSIVE: one connection wakes one
+    /// worker, not all of them (no thundering herd).
+    fn listen(&mut self, on: bool) -> io::Result<()> {
+        if on == self.listening {
+            return Ok(());
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if on {
+                let ev = EpollEvent::new(
+                    EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE,
+                    LISTENER_BASE + i as u64,
+                );
+                self.epoll.add(l.as_fd(), ev)?;
+            } else {
+                self.epoll.delete(l.as_fd())?;
+            }
+        }
+        self.listening = on;
+        Ok(())
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = vec![EpollEvent::empty(); EVENTS];
+        loop {
+            let timeout = self.next_tick.saturating_duration_since(Instant::now());
+            let timeout = EpollTimeout::try_from(timeout.as_millis().min(1000) as u16 + 1)
+                .unwrap_or(EpollTimeout::NONE);
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            self.date.refresh(SystemTime::now());
+            let now = Instant::now();
+            for ev in &events[..n] {
+                match ev.data() {
+                    SIGNALS => {
+                        for cmd in self.signals.pending() {
+                            match cmd {
+                                Command::FastStop => {
+                                    self.log.flush();
+                                    return Ok(());
+                                }
+                                Command::GracefulStop => self.begin_drain(now),
+                                Command::ReopenLogs => self.log.reopen(),
+                                _ => {}
+                            }
+                        }
+                    }
+                    t if t >= LISTENER_BASE => self.accept(now, (t - LISTENER_BASE) as usize),
+                    t => self.conn_event(now, t, ev.events()),
+                }
+            }
+            if now >= self.next_tick {
+                self.tick(now);
+            }
+            if let Some(deadline) = self.draining {
+                if self.live == 0 || now >= deadline {
+                    self.log.flush();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Accepts until the backlog is empty, the table is full or descriptors run out.
+    fn accept(&mut self, now: Instant, index: usize) {
+        let max = self.site.config.max_connections;
+        while self.live < max && self.draining.is_none() {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match crate::sys::socket::accept(listener) {
+                Ok((stream, ip)) => self.add_conn(now, stream, ip),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ECONNABORTED) | Some(libc::EINTR)
+                    ) => {}
+                Err(e) => {
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE)
+                            | Some(libc::ENFILE)
+                            | Some(libc::ENOBUFS)
+                            | Some(libc::ENOMEM)
+                    ) {
+                        log::warn(format_args!(
+                            "accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}"
+                        ));
+                    } else {
+                        log::error(format_args!("accept failed: {e}"));
+                    }
+                    let _ = self.listen(false);
+                    self.accept_resume = Some(now + ACCEPT_BACKOFF);
+                    self.next_tick = self.next_tick.min(now + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+        if self.live >= max {
+            // Full: stop listening until a slot frees (level-triggered would spin otherwise).
+            let _ = self.listen(false);
+        }
+    }
+
+    fn add_conn(&mut self, now: Instant, stream: std::net::TcpStream, ip: std::net::IpAddr) {
+        let index = match self.free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                    writable: false,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let slot = &mut self.slots[index];
+        slot.generation = slot.generation.wrapping_add(1);
+        let token = (u64::from(slot.generation) << 32) | index as u64;
+        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, token);
+        if let Err(e) = self.epoll.add(stream.as_fd(), ev) {
+            log::error(format_args!("epoll add failed: {e}"));
+            self.free.push(index as u32);
+            return;
+        }
+        slot.conn = Some(Conn::new(stream, ip, now, self.site.config.header_timeout));
+        slot.writable = false;
+        self.live += 1;
+        // Most clients send their request with the handshake: try it now, saving a wake-up.
+        self.drive(now, index);
+    }
+
+    fn conn_event(&mut self, now: Instant, token: u64, _flags: EpollFlags) {
+        let index = (token & 0xffff_ffff) as usize;
+        let generation = (token >> 32) as u32;
+        match self.slots.get(index) {
+            Some(slot) if slot.generation == generation && slot.conn.is_some() => {
+                self.drive(now, index)
+            }
+            _ => {} // stale: the connection closed earlier in this batch
+        }
+    }
+
+    fn drive(&mut self, now: Instant, index: usize) {
+        let slot = &mut self.slots[index];
+        let Some(conn) = slot.conn.as_mut() else {
+            return;
+        };
+        let mut cx = Ctx {
+            site: &self.site,
+            date: &self.date,
+            log: &mut self.log,
+            pool: &mut self.pool,
+            now,
+            draining: self.draining.is_some(),
+        };
+        match conn.drive(&mut cx) {
+            Wait::Close => self.close(index),
+            w => {
+                let writable = w == Wait::Writable;
+                if writable != slot.writable {
+                    let flags = if writable {
+                        EpollFlags::EPOLLOUT
+                    } else {
+                        EpollFlags::EPOLLIN
+                    } | EpollFlags::EPOLLRDHUP;
+                    let token = (u64::from(slot.generation) << 32) | index as u64;
+                    let conn = slot.conn.as_ref().expect("checked above");
+                    if self
+                        .epoll
+                        .modify(conn.stream.as_fd(), &mut EpollEvent::new(flags, token))
+                        .is_err()
+                    {
+                        self.close(index);
+                        return;
+                    }
+                    self.slots[index].writable = writable;
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, index: usize) {
+        if let Some(conn) = self.slots[index].conn.take() {
+            // Closing the fd removes it from the epoll set.
+            conn.recycle(&mut self.pool);
+            self.free.push(index as u32);
+            self.live -= 1;
+            if self.draining.is_none() && !self.listening && self.accept_resume.is_none() {
+                let _ = self.listen(true);
+            }
+        }
+    }
+
+    /// Once a second: expire deadlines, resume paused accepts, flush the log, and leave
+    /// if the master is gone (PR_SET_PDEATHSIG covers most cases; this covers the rest).
+    fn tick(&mut self, now: Instant) {
+        self.next_tick = now + TICK;
+        if self.accept_resume.is_some_and(|t| now >= t) {
+            self.accept_resume = None;
+            if self.draining.is_none() && self.live < self.site.config.max_connections {
+                let _ = self.listen(true);
+            }
+        }
+        for index in 0..self.slots.len() {
+            let expired = matches!(&self.slots[index].conn, Some(c) if c.deadline <= now);
+            if expired {
+                let mut cx = Ctx {
+                    site: &self.site,
+                    date: &self.date,
+                    log: &mut self.log,
+                    pool: &mut self.pool,
+                    now,
+                    draining: self.draining.is_some(),
+                };
+                if let Some(conn) = self.slots[index].conn.as_mut() {
+                    conn.on_timeout(&mut cx);
+                }
+                self.close(index);
+            }
+        }
+        self.log.flush();
+        if nix::unistd::getppid() != self.master {
+            log::warn(format_args!("master is gone, exiting"));
+            self.log.flush();
+            crate::sys::process::exit(0);
+        }
+    }
+
+    /// Graceful stop: take what is already queued on the listeners, close them, and let
+    /// connections finish; idle ones close after a short grace.
+    fn begin_drain(&mut self, now: Instant) {
+        if self.draining.is_some() {
+            return;
+        }
+        let _ = self.listen(false);
+        // Deregistered first, so new connections wake the other generation; then whatever
+        // was already queued is served here rather than reset when the listener closes.
+        for i in 0..self.listeners.len() {
+            self.accept(now, i);
+        }
+        self.draining = Some(now + self.site.config.shutdown_timeout);
+        self.listeners.clear();
+        for slot in &mut self.slots {
+            if let Some(conn) = slot.conn.as_mut() {
+                conn.begin_drain(now, DRAIN_IDLE_GRACE);
+            }
+        }
+        self.next_tick = self.next_tick.min(now + DRAIN_IDLE_GRACE);
+    }
+}
+
+/// Keeps a listener's fd alive in the child: the fds the worker must not close.
+pub fn keep_fds(init: &WorkerInit, log: &AccessLog) -> Vec<std::os::fd::RawFd> {
+    use std::os::fd::AsRawFd;
+    let mut keep: Vec<_> = init.listeners.iter().map(|l| l.as_raw_fd()).collect();
+    keep.push(init.channel.as_raw_fd());
+    keep.extend(log.raw_fd());
+    keep
+}
