@@ -57,7 +57,9 @@ pub struct Listener {
 pub struct Master {
     config: Config,
     config_path: PathBuf,
-    listener: Listener,
+    /// The current generation's listener; `None` once stopping (closed at once, so new
+    /// connections are refused rather than queued for nobody).
+    listener: Option<Listener>,
     signals: Signals,
     children: Vec<Child>,
     generation: u64,
@@ -85,10 +87,10 @@ impl Master {
         let signals = Signals::install(Role::Master)?;
         Ok(Master {
             target: config.workers,
-            listener: Listener {
+            listener: Some(Listener {
                 addr: config.listen,
                 socket,
-            },
+            }),
             config,
             config_path,
             signals,
@@ -118,10 +120,12 @@ impl Master {
         log::notice(format_args!(
             "srvd {} listening on {}, {} workers, root \"{}\"",
             env!("CARGO_PKG_VERSION"),
-            self.listener.addr,
+            self.config.listen,
             self.target,
             self.config.root.display()
         ));
+        // A fresh master starts counting reloads from zero for `srvd reload`.
+        self.publish_reload_state();
         let mut announced = false;
         loop {
             self.spawn_missing();
@@ -227,9 +231,12 @@ impl Master {
         if self.shutdown.is_some() || !self.backoff.allows(Instant::now()) {
             return;
         }
+        let Some(listener) = &self.listener else {
+            return;
+        };
         let have = self.live_in(self.generation);
         for _ in have..self.target {
-            let (config, listener) = (&self.config, &self.listener.socket);
+            let (config, listener) = (&self.config, &listener.socket);
             match self.spawn(config.clone(), listener, self.generation) {
                 Ok(child) => self.children.push(child),
                 Err(e) => {
@@ -401,6 +408,7 @@ impl Master {
         self.shutdown = Some((how, deadline));
         // Stop accepting at once: the workers took what was queued before closing theirs.
         self.retired_listeners.clear();
+        self.listener = None;
         if let Some(p) = self.pending.take() {
             drop(p);
         }

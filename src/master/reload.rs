@@ -52,11 +52,14 @@ impl Master {
                     log::error(format_args!("{e}"));
                 }
                 let first = errors.0.first().map(|e| e.to_string()).unwrap_or_default();
-                self.finish_reload(false, format!("rejected: {first}"));
+                self.finish_reload(format!("rejected: {first}"));
                 return;
             }
         };
-        let listener = if config.listen == self.listener.addr {
+        let Some(current) = &self.listener else {
+            return;
+        };
+        let listener = if config.listen == current.addr {
             None
         } else {
             match crate::sys::socket::bind_listener(config.listen) {
@@ -69,10 +72,10 @@ impl Master {
                         "reload rejected: cannot listen on {}: {e}",
                         config.listen
                     ));
-                    self.finish_reload(
-                        false,
-                        format!("rejected: cannot listen on {}: {e}", config.listen),
-                    );
+                    self.finish_reload(format!(
+                        "rejected: cannot listen on {}: {e}",
+                        config.listen
+                    ));
                     return;
                 }
             }
@@ -80,9 +83,7 @@ impl Master {
         let generation = self.generation + 1;
         let mut started = Vec::new();
         for _ in 0..config.workers {
-            let socket = listener
-                .as_ref()
-                .map_or(&self.listener.socket, |l| &l.socket);
+            let socket = listener.as_ref().map_or(&current.socket, |l| &l.socket);
             match self.spawn(config.clone(), socket, generation) {
                 Ok(child) => started.push(child),
                 Err(e) => {
@@ -127,8 +128,9 @@ impl Master {
                 c.retiring = true;
             }
             if let Some(new_listener) = p.listener {
-                let previous = std::mem::replace(&mut self.listener, new_listener);
-                self.retired_listeners.push((old, previous));
+                if let Some(previous) = self.listener.replace(new_listener) {
+                    self.retired_listeners.push((old, previous));
+                }
             }
             self.generation = generation;
             self.target = p.config.workers;
@@ -136,9 +138,9 @@ impl Master {
             self.backoff = Default::default();
             log::notice(format_args!(
                 "reload done: generation {generation}, {} workers on {}",
-                self.target, self.listener.addr
+                self.target, self.config.listen
             ));
-            self.finish_reload(true, "ok".into());
+            self.finish_reload("ok".into());
         } else if Instant::now() >= p.deadline {
             self.fail_reload(format!(
                 "new workers did not report ready within {READY_TIMEOUT:?}"
@@ -159,16 +161,20 @@ impl Master {
             c.retiring = true;
         }
         log::error(format_args!("reload failed: {why}"));
-        self.finish_reload(false, format!("failed: {why}"));
+        self.finish_reload(format!("failed: {why}"));
     }
 
     /// Publishes a reload's outcome to systemd and to `<pid_file>.reload`.
-    fn finish_reload(&mut self, ok: bool, outcome: String) {
+    fn finish_reload(&mut self, outcome: String) {
         self.reloads += 1;
         self.last_reload = outcome;
-        let _ = ok;
         self.notify
             .send(&format!("READY=1\nSTATUS={}", self.status()));
+        self.publish_reload_state();
+    }
+
+    /// Writes `<pid_file>.reload` (atomically: temp file + rename) when `pid_file` is set.
+    pub(super) fn publish_reload_state(&self) {
         if let Some(path) = &self.config.pid_file {
             let state = format!(
                 "reloads={}\ngeneration={}\nresult={}\n",

@@ -226,7 +226,7 @@ fn serve(
             return Ok(file_body(file, r.start, r.end, Status::PartialContent, out));
         }
         RangeOutcome::Partial(parts) => {
-            let boundary = range::multipart_boundary(meta.ino() ^ len ^ meta.mtime_nsec() as u64);
+            let boundary = range::multipart_boundary(boundary_seed());
             let ctype = format!("multipart/byteranges; boundary={boundary}");
             let total = range::multipart_len(&boundary, content_type, &parts, len);
             head.status = Status::PartialContent;
@@ -369,6 +369,18 @@ pub fn closes_connection(status: Status) -> bool {
             | Status::ExpectationFailed
             | Status::InternalServerError
     )
+}
+
+/// A boundary seed a client cannot predict from the file's validators (which the ETag
+/// reveals): the process's random hasher keys mixed with a per-process counter, so an
+/// uploaded file cannot be crafted to contain the boundary of its own multipart response.
+fn boundary_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
 }
 
 /// The time of `meta` as a SystemTime (for tests and logging).

@@ -230,7 +230,7 @@ impl Conn {
                 if cx.log.enabled() {
                     begin_log(&mut self.log, cx, self.peer, &req);
                 }
-                let outcome = match status_override {
+                let mut outcome = match status_override {
                     Some(status) => static_files::error_reply(
                         cx.site,
                         status,
@@ -241,6 +241,7 @@ impl Conn {
                     ),
                     None => static_files::handle(cx.site, &req, date, conn, &mut self.out),
                 };
+                outcome.close |= close;
                 (outcome, req.head_len)
             }
             Err(e) => {

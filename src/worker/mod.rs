@@ -153,8 +153,8 @@ impl Worker {
         let mut events = vec![EpollEvent::empty(); EVENTS];
         loop {
             let timeout = self.next_tick.saturating_duration_since(Instant::now());
-            let timeout = EpollTimeout::try_from(timeout.as_millis().min(1000) as u16 + 1)
-                .unwrap_or(EpollTimeout::NONE);
+            // +1 ms: wake just after the tick is due, not just before it.
+            let timeout = EpollTimeout::from(timeout.as_millis().min(1000) as u16 + 1);
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => 0,

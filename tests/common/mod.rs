@@ -1,0 +1,382 @@
+//! Black-box harness: every test starts the real `srvd` binary with its own config and
+//! docroot in a fresh directory, talks raw bytes over loopback, and reads /proc.
+//!
+//! - [`Srvd::start`] writes the config (a free port is chosen), spawns
+//!   `srvd --config …` with stderr (the error log) and stdout (the access log) going to
+//!   files, and waits until every worker serves.
+//! - [`Srvd::raw`] sends bytes and reads until the server closes or a timeout.
+//! - [`Srvd::workers`] lists the master's children from /proc.
+//! - `Drop` sends SIGTERM, waits with a deadline, then SIGKILLs, prints the logs when the
+//!   test is failing, and asserts the error log shows no panic and no worker killed by a
+//!   signal (nginx-tests' `unlike($t->read_file('error.log'), …)`).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Longest any wait in a test may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_srvd"))
+}
+
+/// A fresh, empty directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("srvd-test-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A port nobody listens on right now (bind :0, read, release).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` until it returns `Some` or the deadline passes.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running srvd.
+pub struct Srvd {
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub config_path: PathBuf,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub workers_expected: usize,
+}
+
+impl Srvd {
+    /// A directory with `root/` (index.html = "hello\n") and a config whose `port`, `bind`,
+    /// `root` and `workers` (2) keys are set, followed by `extra` TOML lines. Not started.
+    pub fn prepare(name: &str, extra: &str) -> Srvd {
+        Self::prepare_with_workers(name, extra, 2)
+    }
+
+    pub fn prepare_with_workers(name: &str, extra: &str, workers: usize) -> Srvd {
+        let dir = temp_dir(name);
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), "hello\n").unwrap();
+        let port = free_port();
+        let config_path = dir.join("srvd.toml");
+        let mut s = Srvd {
+            dir,
+            root,
+            config_path,
+            port,
+            child: None,
+            workers_expected: workers,
+        };
+        s.write_config(extra);
+        s
+    }
+
+    /// Rewrites the config with the same port and root and these extra lines.
+    pub fn write_config(&mut self, extra: &str) {
+        let text = format!(
+            "port = {}\nbind = \"127.0.0.1\"\nworkers = {}\nroot = \"root\"\n{extra}\n",
+            self.port, self.workers_expected
+        );
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
+    /// Starts it and waits until it accepts connections and all workers exist.
+    pub fn start_prepared(mut self) -> Srvd {
+        let stderr = std::fs::File::create(self.dir.join("error.log")).unwrap();
+        let stdout = std::fs::File::create(self.dir.join("access.log")).unwrap();
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn srvd");
+        self.child = Some(child);
+        let n = self.workers_expected;
+        wait_for("srvd to serve", || {
+            (TcpStream::connect(self.addr()).is_ok() && self.workers().len() == n).then_some(())
+        });
+        self
+    }
+
+    /// `prepare` + `start_prepared`.
+    pub fn start(name: &str, extra: &str) -> Srvd {
+        Self::prepare(name, extra).start_prepared()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("started").id() as i32)
+    }
+
+    /// Writes a file below the root (creating directories).
+    pub fn file(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    /// A connected socket with 5 s read/write timeouts.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
+
+    /// Sends `req` and reads until the server closes the connection (or 5 s pass).
+    pub fn raw(&self, req: &[u8]) -> Vec<u8> {
+        let mut s = self.connect();
+        s.write_all(req).unwrap();
+        read_to_close(&mut s)
+    }
+
+    /// Sends one request with `Connection: close` and parses the response.
+    pub fn get(&self, path: &str) -> Response {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        Response::parse(&self.raw(req.as_bytes())).expect("a response")
+    }
+
+    /// Sends a request made of `head` lines (without the final empty line).
+    pub fn request(&self, head: &str) -> Response {
+        let req = format!("{head}\r\n\r\n");
+        Response::parse(&self.raw(req.as_bytes())).expect("a response")
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).expect("signal master");
+    }
+
+    /// PIDs of the master's children, from /proc.
+    pub fn workers(&self) -> Vec<i32> {
+        children_of(self.pid().as_raw())
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// Waits for the master to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let child = self.child.as_mut().expect("started");
+        let status = wait_for("srvd to exit", || child.try_wait().unwrap());
+        status.code()
+    }
+
+    /// Stops it (SIGTERM, then SIGKILL after the deadline) and checks the error log.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let end = Instant::now() + DEADLINE;
+        while Instant::now() < end {
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Srvd {
+    fn drop(&mut self) {
+        self.stop();
+        let log = self.error_log();
+        if std::thread::panicking() {
+            eprintln!("--- srvd error log ({}) ---\n{log}", self.dir.display());
+            return;
+        }
+        assert!(!log.contains("panicked"), "srvd panicked:\n{log}");
+        assert!(
+            !log.contains("exited on signal"),
+            "a worker died on a signal:\n{log}"
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Reads until EOF, error or timeout.
+pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Children of `pid` according to /proc (all threads' children lists).
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What /proc/PID/fd points at, one string per fd ("socket:[123]", "/path", "pipe:[4]").
+pub fn fds_of(pid: i32) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in entries.flatten() {
+            let fd = e.file_name().to_string_lossy().parse().unwrap_or(-1);
+            let target = std::fs::read_link(e.path())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            out.push((fd, target));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// True while /proc/PID exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// A parsed HTTP/1.1 response (one; `rest` holds any bytes after its body).
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub rest: Vec<u8>,
+}
+
+impl Response {
+    /// Parses one response from `bytes`, using Content-Length (absent: no body, as for
+    /// srvd every response has one).
+    pub fn parse(bytes: &[u8]) -> Option<Response> {
+        Self::parse_with(bytes, false)
+    }
+
+    /// As `parse`; `head_request` means no body follows whatever Content-Length says.
+    pub fn parse_with(bytes: &[u8], head_request: bool) -> Option<Response> {
+        let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = std::str::from_utf8(&bytes[..end]).ok()?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next()?;
+        let status = status_line.split(' ').nth(1)?.parse().ok()?;
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            })
+            .collect();
+        let len: usize = if head_request || status == 304 || status == 204 {
+            0
+        } else {
+            headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let body = bytes.get(end..end + len)?.to_vec();
+        let rest = bytes[end + len..].to_vec();
+        Some(Response {
+            status,
+            headers,
+            body,
+            rest,
+        })
+    }
+
+    /// Parses every response in `bytes` in order (pipelining).
+    pub fn parse_all(mut bytes: &[u8]) -> Vec<Response> {
+        let mut out = Vec::new();
+        while let Some(r) = Response::parse(bytes) {
+            let consumed = bytes.len() - r.rest.len();
+            out.push(r);
+            bytes = &bytes[consumed..];
+        }
+        out
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads exactly one response from a kept-alive connection (head, then Content-Length).
+pub fn read_response(s: &mut TcpStream, head_request: bool) -> Option<Response> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        if let Some(r) = Response::parse_with(&buf, head_request) {
+            return Some(r);
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Path helper: `dir/name`.
+pub fn join(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
