@@ -146,7 +146,7 @@ impl AccessLog {
         }
     }
 
-    /// Starts a line: `ip - - [time] "request line" `. The rest comes from [`finish`].
+    /// Starts a line: `ip - - [time] "request line" `. The rest comes from [`AccessLog::finish`].
     pub fn begin(
         &mut self,
         line: &mut Vec<u8>,

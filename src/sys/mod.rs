@@ -3,7 +3,7 @@
 //! Every `unsafe` item in the crate is listed here:
 //! - [`process::fork_worker`]: `fork()`, sound because the master is single-threaded.
 //! - [`socket::accept`]: `accept4()` into a `sockaddr_storage`, and adopting the new fd.
-//! - [`fs::open_beneath`]: adopting the fd that `openat2()` returns.
+//! - [`fs::RootDir::open_beneath`]: adopting the fd that `openat2()` returns.
 //!
 //! Everything else goes through `nix`, `socket2` or `std`, which are safe wrappers.
 
