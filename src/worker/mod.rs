@@ -79,6 +79,9 @@ struct Worker {
     master: Pid,
     draining: Option<Instant>,
     next_tick: Instant,
+    /// Held for the worker's lifetime (not dropped after `R`): the master sees it close
+    /// exactly when the worker exits, and the fd set matches the invariant above.
+    channel: UnixStream,
 }
 
 /// Runs the worker until it is told to stop; never returns.
@@ -121,10 +124,11 @@ impl Worker {
             master: init.master,
             draining: None,
             next_tick: Instant::now() + TICK,
+            channel: init.channel,
         };
         worker.listen(true)?;
         // Tell the master we serve; it retires the old generation only after this.
-        (&init.channel).write_all(b"R")?;
+        (&worker.channel).write_all(b"R")?;
         Ok(worker)
     }
 
