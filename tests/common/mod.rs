@@ -380,3 +380,167 @@ pub fn read_response(s: &mut TcpStream, head_request: bool) -> Option<Response> 
 pub fn join(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+impl Srvd {
+    /// As [`Srvd::start_prepared`], with extra environment variables for the master (for
+    /// example `NOTIFY_SOCKET`).
+    pub fn start_prepared_env(mut self, env: &[(&str, &str)]) -> Srvd {
+        let stderr = std::fs::File::create(self.dir.join("error.log")).unwrap();
+        let stdout = std::fs::File::create(self.dir.join("access.log")).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn srvd"));
+        let n = self.workers_expected;
+        wait_for("srvd to serve", || {
+            (TcpStream::connect(self.addr()).is_ok() && self.workers().len() == n).then_some(())
+        });
+        self
+    }
+
+    /// Removes the error-log lines reporting that worker `pid` died on a signal, for tests
+    /// that kill a worker on purpose (`Drop` rejects such lines otherwise). Call after
+    /// [`Srvd::stop`], when nothing writes the log any more.
+    pub fn forgive_signal_death(&self, pid: i32) {
+        let path = self.dir.join("error.log");
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        let needle = format!("worker {pid} exited on signal");
+        let kept: String = log
+            .lines()
+            .filter(|l| !l.contains(&needle))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&path, kept).unwrap();
+    }
+}
+
+// ---- Added for the foundation tests (static_files, protocol, security, process) ----
+
+/// What a short-lived `srvd` invocation (`--check`, `--version`, a failing start) did.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `srvd args…` with `dir` as its working directory and waits for it to exit
+/// (killing it and failing the test after the deadline).
+pub fn run_cli(dir: &Path, args: &[&str]) -> CliRun {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let out_path = dir.join(format!("cli-{n}.stdout"));
+    let err_path = dir.join(format!("cli-{n}.stderr"));
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("spawn srvd");
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("srvd {args:?} did not exit within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    CliRun {
+        code: status.code(),
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+/// Reads until the server closes the connection: `Some(bytes)` on EOF, `None` when the
+/// socket's read timeout (or an error) came first, i.e. the server kept it open.
+pub fn read_until_eof(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The status line of a raw response (without CRLF).
+pub fn status_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text.split("\r\n").next().unwrap_or("").to_string()
+}
+
+/// Inodes of the server-side ends of ESTABLISHED IPv4 connections to local `port`, from
+/// /proc/net/tcp (0 = not yet accepted, left out).
+pub fn established_server_inodes(port: u16) -> Vec<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 || f[3] != "01" {
+            continue;
+        }
+        let local_port = f[1]
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok());
+        if local_port != Some(port) {
+            continue;
+        }
+        if let Ok(inode) = f[9].parse::<u64>() {
+            if inode != 0 {
+                out.push(inode);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Inodes of the sockets `pid` holds open (from /proc/PID/fd "socket:[N]").
+pub fn socket_inodes_of(pid: i32) -> Vec<u64> {
+    fds_of(pid)
+        .into_iter()
+        .filter_map(|(_, target)| {
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+impl Srvd {
+    /// For tests that deliberately provoke an error-log line `Drop` would reject (e.g.
+    /// "exited on signal" after killing a worker): stops the server, asserts the log holds
+    /// a line containing `fragment`, and removes exactly those lines so the remaining
+    /// checks in `Drop` still apply to everything else.
+    pub fn stop_expecting_log_line(&mut self, fragment: &str) {
+        self.stop();
+        let log = self.error_log();
+        assert!(
+            log.lines().any(|l| l.contains(fragment)),
+            "expected a line containing {fragment:?} in the error log:\n{log}"
+        );
+        let kept: String = log
+            .lines()
+            .filter(|l| !l.contains(fragment))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(self.dir.join("error.log"), kept).unwrap();
+    }
+}
