@@ -4,8 +4,6 @@
 //! in one pass. Every response carries `Date`, `Server` and `Content-Length` (even 304 and
 //! HEAD, where it states what a GET would carry), so the client always knows the framing.
 
-use std::time::SystemTime;
-
 use crate::http::Status;
 
 /// What the `Connection` header should say.
@@ -33,7 +31,8 @@ pub struct Head<'a> {
     pub status: Status,
     pub content_type: Option<&'a str>,
     pub content_length: u64,
-    pub last_modified: Option<SystemTime>,
+    /// Preformatted IMF-fixdate (formatted once per cached file, not per response).
+    pub last_modified: Option<&'a str>,
     pub etag: Option<&'a str>,
     pub accept_ranges: bool,
     pub content_range: Option<ContentRange>,
@@ -74,11 +73,7 @@ impl<'a> Head<'a> {
         out.extend_from_slice(b"\r\nContent-Length: ");
         number(out, self.content_length);
         if let Some(lm) = self.last_modified {
-            header(
-                out,
-                b"Last-Modified",
-                httpdate::fmt_http_date(lm).as_bytes(),
-            );
+            header(out, b"Last-Modified", lm.as_bytes());
         }
         if let Some(etag) = self.etag {
             header(out, b"ETag", etag.as_bytes());

@@ -282,7 +282,7 @@ impl Master {
                         listeners: vec![listener.try_clone()?],
                         channel: theirs,
                         master,
-                        site: Site { config, root },
+                        site: Site::new(config, root),
                     };
                     let mut keep = worker::keep_fds(&init, &access_log);
                     keep.push(init.site.root.as_raw_fd());

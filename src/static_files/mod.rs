@@ -13,6 +13,7 @@
 //! Every status that is not a success is built by [`error_reply`], the one place that
 //! writes error responses.
 
+pub mod cache;
 pub mod mime;
 pub mod path;
 pub mod resolve;
@@ -28,7 +29,7 @@ use crate::http::conditional::{self, Conditions, Precondition, Validators};
 use crate::http::range::{self, RangeOutcome};
 use crate::http::response::{Connection, ContentRange, Head};
 use crate::http::{Method, Request, Status};
-use crate::sys::fs::RootDir;
+use crate::sys::fs::{FileId, RootDir};
 
 /// Files up to this size are read into the response buffer and leave with the head in a
 /// single write; larger ones are sent with sendfile. 16 KiB keeps the copy cheap and the
@@ -40,10 +41,22 @@ const BUILTIN_404: &[u8] = b"<!DOCTYPE html>\n<html><head><title>404 Not Found</
 <body><h1>404 Not Found</h1><p>The requested URL was not found on this server.</p>\
 <hr><address>srvd</address></body></html>\n";
 
-/// What a generation serves: its config and an open handle on its root.
+/// What a generation serves: its config, an open handle on its root, and the worker's
+/// cache of small files (a worker is single-threaded, hence the `RefCell`).
 pub struct Site {
     pub config: Config,
     pub root: RootDir,
+    pub cache: std::cell::RefCell<cache::FileCache>,
+}
+
+impl Site {
+    pub fn new(config: Config, root: RootDir) -> Site {
+        Site {
+            config,
+            root,
+            cache: Default::default(),
+        }
+    }
 }
 
 /// What remains to be sent after the bytes already placed in the response buffer.
@@ -127,33 +140,149 @@ fn serve(
     if path::is_hidden(&target.path) {
         return Err(Status::NotFound);
     }
-    // 4. resolve
-    let (file, meta, served_path) = match resolve::resolve(site, &target)? {
-        resolve::Resolved::File { file, meta, path } => (file, meta, path),
-        resolve::Resolved::Redirect(location) => {
-            let mut head = Head::new(Status::MovedPermanently, 0);
-            head.location = Some(&location);
-            head.connection = conn;
-            head.content_type = Some("text/html; charset=utf-8");
-            head.encode(date, out);
-            return Ok(Outcome {
-                status: Status::MovedPermanently,
-                body: Body::None,
-                body_len: 0,
-                close: false,
-            });
+    // 4. resolve: the worker's cache first (one fstatat), else open beneath the root
+    let mut cache = site.cache.borrow_mut();
+    let mut opened = None;
+    if cache.get(&site.root, &target.path).is_none() {
+        match resolve::resolve(site, &target)? {
+            resolve::Resolved::File { file, meta, path } => {
+                if meta.len() <= SMALL_FILE_MAX {
+                    let entry = read_entry(file, &meta, path)?;
+                    cache.insert(target.path.clone(), entry);
+                } else {
+                    opened = Some((file, meta, path));
+                }
+            }
+            resolve::Resolved::Redirect(location) => {
+                let mut head = Head::new(Status::MovedPermanently, 0);
+                head.location = Some(&location);
+                head.connection = conn;
+                head.content_type = Some("text/html; charset=utf-8");
+                head.encode(date, out);
+                return Ok(Outcome {
+                    status: Status::MovedPermanently,
+                    body: Body::None,
+                    body_len: 0,
+                    close: false,
+                });
+            }
+        }
+    }
+    let large;
+    let rep = match opened {
+        Some((file, meta, path)) => {
+            large = Large::new(&meta);
+            Rep {
+                etag: &large.etag,
+                last_modified: large.last_modified,
+                last_modified_text: &large.last_modified_text,
+                len: meta.len(),
+                content_type: site.config.mime.lookup(&path),
+                body: RepBody::File(file),
+            }
+        }
+        None => {
+            let e = cache
+                .get_unchecked(&target.path)
+                .expect("present: found or inserted above");
+            Rep {
+                etag: &e.etag,
+                last_modified: e.last_modified,
+                last_modified_text: &e.last_modified_text,
+                len: e.body.len() as u64,
+                content_type: site.config.mime.lookup(&e.served_path),
+                body: RepBody::Memory(&e.body),
+            }
         }
     };
-    let len = meta.len();
+    represent(rep, req, date, conn, out)
+}
+
+/// A representation ready to answer: validators, type, and where its bytes are.
+struct Rep<'a> {
+    etag: &'a str,
+    last_modified: SystemTime,
+    last_modified_text: &'a str,
+    len: u64,
+    content_type: &'a str,
+    body: RepBody<'a>,
+}
+
+enum RepBody<'a> {
+    /// A small file's bytes, from the cache.
+    Memory(&'a [u8]),
+    /// A large file, open.
+    File(File),
+}
+
+/// Validators of a large file, computed per request (large files are not cached).
+struct Large {
+    etag: String,
+    last_modified: SystemTime,
+    last_modified_text: String,
+}
+
+impl Large {
+    fn new(meta: &std::fs::Metadata) -> Large {
+        let (etag, last_modified) = validators_of(meta);
+        Large {
+            etag,
+            last_modified,
+            last_modified_text: httpdate::fmt_http_date(last_modified),
+        }
+    }
+}
+
+/// Strong ETag from size, mtime in nanoseconds and inode; Last-Modified in whole seconds
+/// (HTTP dates have no finer resolution, and comparisons use the truncated time).
+fn validators_of(meta: &std::fs::Metadata) -> (String, SystemTime) {
     let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-    let etag = conditional::make_etag(len, mtime_ns, meta.ino());
-    // HTTP dates have whole seconds; comparisons use the truncated time.
-    let last_modified = UNIX_EPOCH + Duration::from_secs(u64::try_from(meta.mtime()).unwrap_or(0));
-    let validators = Validators {
-        etag: &etag,
+    let etag = conditional::make_etag(meta.len(), mtime_ns, meta.ino());
+    let secs = u64::try_from(meta.mtime()).unwrap_or(0);
+    (etag, UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Reads a small file whole into a cache entry. A read that comes up short (the file
+/// shrank meanwhile) is a 500 for this request rather than a wrong Content-Length.
+fn read_entry(
+    mut file: File,
+    meta: &std::fs::Metadata,
+    served_path: String,
+) -> Result<cache::Entry, Status> {
+    let mut body = Vec::with_capacity(meta.len() as usize);
+    (&mut file)
+        .take(meta.len())
+        .read_to_end(&mut body)
+        .map_err(|_| Status::InternalServerError)?;
+    if body.len() as u64 != meta.len() {
+        return Err(Status::InternalServerError);
+    }
+    let (etag, last_modified) = validators_of(meta);
+    Ok(cache::Entry {
+        id: FileId::of(meta),
+        rel: served_path.trim_start_matches('/').to_owned(),
+        served_path,
+        etag,
         last_modified,
+        last_modified_text: httpdate::fmt_http_date(last_modified),
+        body: body.into_boxed_slice(),
+    })
+}
+
+/// Steps 5-7 for a resolved representation.
+fn represent(
+    rep: Rep,
+    req: &Request,
+    date: &[u8],
+    conn: Connection,
+    out: &mut Vec<u8>,
+) -> Result<Outcome, Status> {
+    let len = rep.len;
+    let validators = Validators {
+        etag: rep.etag,
+        last_modified: rep.last_modified,
     };
-    let content_type = site.config.mime.lookup(&served_path);
+    let content_type = rep.content_type;
 
     // 5. preconditions
     let conditions = Conditions {
@@ -165,8 +294,8 @@ fn serve(
     let is_head = req.method == Method::Head;
     let mut head = Head::new(Status::Ok, len);
     head.content_type = Some(content_type);
-    head.last_modified = Some(last_modified);
-    head.etag = Some(&etag);
+    head.last_modified = Some(rep.last_modified_text);
+    head.etag = Some(rep.etag);
     head.accept_ranges = true;
     head.connection = conn;
     match conditional::evaluate(true, &conditions, &validators) {
@@ -198,8 +327,20 @@ fn serve(
         }
         _ => RangeOutcome::Full,
     };
-    match ranges {
-        RangeOutcome::Full => {}
+    let parts = match ranges {
+        RangeOutcome::Full => {
+            // 7. head + body
+            head.encode(date, out);
+            if is_head {
+                return Ok(Outcome {
+                    status: Status::Ok,
+                    body: Body::None,
+                    body_len: 0,
+                    close: false,
+                });
+            }
+            return Ok(body_range(rep.body, 0, len, Status::Ok, out));
+        }
         RangeOutcome::Unsatisfiable => {
             head.status = Status::RangeNotSatisfiable;
             head.content_type = Some("text/html; charset=utf-8");
@@ -213,26 +354,46 @@ fn serve(
                 close: false,
             });
         }
-        RangeOutcome::Partial(parts) if parts.len() == 1 => {
-            let r = &parts[0];
-            head.status = Status::PartialContent;
-            head.content_length = r.end - r.start;
-            head.content_range = Some(ContentRange::Bytes {
-                first: r.start,
-                last: r.end - 1,
-                len,
-            });
-            head.encode(date, out);
-            return Ok(file_body(file, r.start, r.end, Status::PartialContent, out));
+        RangeOutcome::Partial(parts) => parts,
+    };
+    head.status = Status::PartialContent;
+    if let [r] = parts.as_slice() {
+        head.content_length = r.end - r.start;
+        head.content_range = Some(ContentRange::Bytes {
+            first: r.start,
+            last: r.end - 1,
+            len,
+        });
+        head.encode(date, out);
+        return Ok(body_range(
+            rep.body,
+            r.start,
+            r.end,
+            Status::PartialContent,
+            out,
+        ));
+    }
+    let boundary = range::multipart_boundary(boundary_seed());
+    let ctype = format!("multipart/byteranges; boundary={boundary}");
+    let total = range::multipart_len(&boundary, content_type, &parts, len);
+    head.content_type = Some(&ctype);
+    head.content_length = total;
+    head.encode(date, out);
+    match rep.body {
+        RepBody::Memory(bytes) => {
+            for r in &parts {
+                out.extend_from_slice(range::part_head(&boundary, content_type, r, len).as_bytes());
+                out.extend_from_slice(&bytes[r.start as usize..r.end as usize]);
+            }
+            out.extend_from_slice(range::multipart_tail(&boundary).as_bytes());
+            Ok(Outcome {
+                status: Status::PartialContent,
+                body: Body::None,
+                body_len: total,
+                close: false,
+            })
         }
-        RangeOutcome::Partial(parts) => {
-            let boundary = range::multipart_boundary(boundary_seed());
-            let ctype = format!("multipart/byteranges; boundary={boundary}");
-            let total = range::multipart_len(&boundary, content_type, &parts, len);
-            head.status = Status::PartialContent;
-            head.content_type = Some(&ctype);
-            head.content_length = total;
-            head.encode(date, out);
+        RepBody::File(file) => {
             let mut chunks = VecDeque::with_capacity(parts.len() * 2 + 1);
             for r in &parts {
                 chunks.push_back(Chunk::Bytes(
@@ -244,26 +405,31 @@ fn serve(
                 });
             }
             chunks.push_back(Chunk::Bytes(range::multipart_tail(&boundary).into_bytes()));
-            return Ok(Outcome {
+            Ok(Outcome {
                 status: Status::PartialContent,
                 body: Body::Multipart { file, chunks },
                 body_len: total,
                 close: false,
-            });
+            })
         }
     }
+}
 
-    // 7. head + body
-    head.encode(date, out);
-    if is_head {
-        return Ok(Outcome {
-            status: Status::Ok,
-            body: Body::None,
-            body_len: 0,
-            close: false,
-        });
+/// The bytes `[start, end)` of a representation: copied behind the head from memory, or
+/// left for sendfile.
+fn body_range(body: RepBody, start: u64, end: u64, status: Status, out: &mut Vec<u8>) -> Outcome {
+    match body {
+        RepBody::Memory(bytes) => {
+            out.extend_from_slice(&bytes[start as usize..end as usize]);
+            Outcome {
+                status,
+                body: Body::None,
+                body_len: end - start,
+                close: false,
+            }
+        }
+        RepBody::File(file) => file_body(file, start, end, status, out),
     }
-    Ok(file_body(file, 0, len, Status::Ok, out))
 }
 
 /// Small ranges are copied behind the head; larger ones become a sendfile body. A file that

@@ -82,6 +82,51 @@ impl RootDir {
     }
 }
 
+/// What identifies one version of a file's content: if any of these change, the content
+/// may have changed. Nanosecond mtime and ctime catch rewrites within the same second;
+/// ctime also moves on every metadata change (rename over, chmod, truncate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl FileId {
+    /// From `std` metadata of an open file.
+    pub fn of(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        }
+    }
+}
+
+impl RootDir {
+    /// One `fstatat` of `rel` relative to the root, following symlinks. Used only to
+    /// revalidate a file that was opened safely before: a path that now leads elsewhere
+    /// (a swapped symlink) yields another `FileId`, which is a cache miss, and the miss is
+    /// opened again with [`RootDir::open_beneath`].
+    pub fn stat_beneath(&self, rel: &str) -> io::Result<FileId> {
+        let st =
+            nix::sys::stat::fstatat(Some(self.fd.as_raw_fd()), rel, nix::fcntl::AtFlags::empty())
+                .map_err(io::Error::from)?;
+        Ok(FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size as u64,
+            mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
+            ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+        })
+    }
+}
+
 /// Adds `O_DIRECTORY` to an `OpenOptions`.
 trait DirFlag {
     fn custom_flags_dir(&mut self) -> &mut Self;

@@ -1,0 +1,159 @@
+//! A worker's cache of small files: their bytes and their precomputed validators, so a hit
+//! costs one `fstatat` (revalidation) instead of open + fstat + read + close.
+//!
+//! Never stale: every hit stats the file again and compares its [`FileId`] (device, inode,
+//! size, mtime and ctime in nanoseconds) with the cached one; any difference, or a failed
+//! stat, drops the entry and the request takes the normal path (which opens the file
+//! beneath the root again). A file changed on disk is therefore served new on the very
+//! next request.
+//!
+//! Bounded: at most [`MAX_ENTRIES`] entries and [`MAX_BYTES`] of content per worker; when
+//! an insert would exceed either, the cache is emptied (simple, and rare for a static site
+//! whose hot set fits).
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use crate::sys::fs::{FileId, RootDir};
+
+/// Most files cached per worker.
+pub const MAX_ENTRIES: usize = 4096;
+/// Most content bytes cached per worker: small enough to keep a worker's RSS modest,
+/// large enough for a typical site's hot HTML, CSS, JS and icons.
+pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// One cached file.
+#[derive(Debug)]
+pub struct Entry {
+    pub id: FileId,
+    /// The file's path relative to the root (after index resolution), for revalidation.
+    pub rel: String,
+    /// The request path that names the file (e.g. "/docs/index.html"), for the MIME type.
+    pub served_path: String,
+    pub etag: String,
+    pub last_modified: SystemTime,
+    /// `Last-Modified` value, formatted once.
+    pub last_modified_text: String,
+    pub body: Box<[u8]>,
+}
+
+/// Request path → cached file.
+#[derive(Debug, Default)]
+pub struct FileCache {
+    map: HashMap<String, Entry>,
+    bytes: usize,
+}
+
+impl FileCache {
+    /// The entry for `key` if the file on disk is still the one cached.
+    pub fn get(&mut self, root: &RootDir, key: &str) -> Option<&Entry> {
+        let fresh = match self.map.get(key) {
+            None => return None,
+            Some(e) => root.stat_beneath(&e.rel).is_ok_and(|id| id == e.id),
+        };
+        if !fresh {
+            if let Some(old) = self.map.remove(key) {
+                self.bytes -= old.body.len();
+            }
+            return None;
+        }
+        self.map.get(key)
+    }
+
+    /// The entry for `key` without revalidation: only right after [`FileCache::get`] or
+    /// [`FileCache::insert`] succeeded for the same key in the same request.
+    pub fn get_unchecked(&self, key: &str) -> Option<&Entry> {
+        self.map.get(key)
+    }
+
+    /// Caches `entry` under `key` and returns it.
+    pub fn insert(&mut self, key: String, entry: Entry) -> &Entry {
+        if self.map.len() >= MAX_ENTRIES || self.bytes + entry.body.len() > MAX_BYTES {
+            self.map.clear();
+            self.bytes = 0;
+        }
+        self.bytes += entry.body.len();
+        if let Some(old) = self.map.insert(key.clone(), entry) {
+            self.bytes -= old.body.len();
+        }
+        self.map.get(&key).expect("just inserted")
+    }
+
+    /// Number of cached files.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn entry(root: &RootDir, rel: &str, body: &[u8]) -> Entry {
+        let file = root.open_beneath(rel).unwrap();
+        Entry {
+            id: FileId::of(&file.metadata().unwrap()),
+            rel: rel.into(),
+            served_path: format!("/{rel}"),
+            etag: "\"x\"".into(),
+            last_modified: UNIX_EPOCH,
+            last_modified_text: String::new(),
+            body: body.into(),
+        }
+    }
+
+    fn temp_root(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("srvd-cache-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.canonicalize().unwrap()
+    }
+
+    #[test]
+    fn hit_until_the_file_changes() {
+        let dir = temp_root("change");
+        std::fs::write(dir.join("a.txt"), b"one").unwrap();
+        let root = RootDir::open(&dir).unwrap();
+        let mut cache = FileCache::default();
+        cache.insert("/a.txt".into(), entry(&root, "a.txt", b"one"));
+        assert_eq!(&*cache.get(&root, "/a.txt").unwrap().body, b"one");
+        // Same size, new content: mtime/ctime in nanoseconds differ.
+        std::fs::write(dir.join("a.txt"), b"two").unwrap();
+        assert!(cache.get(&root, "/a.txt").is_none());
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn removed_or_replaced_file_is_a_miss() {
+        let dir = temp_root("replace");
+        std::fs::write(dir.join("a.txt"), b"one").unwrap();
+        let root = RootDir::open(&dir).unwrap();
+        let mut cache = FileCache::default();
+        cache.insert("/a.txt".into(), entry(&root, "a.txt", b"one"));
+        std::fs::write(dir.join("b.txt"), b"one").unwrap();
+        std::fs::rename(dir.join("b.txt"), dir.join("a.txt")).unwrap();
+        assert!(cache.get(&root, "/a.txt").is_none(), "another inode");
+        cache.insert("/a.txt".into(), entry(&root, "a.txt", b"one"));
+        std::fs::remove_file(dir.join("a.txt")).unwrap();
+        assert!(cache.get(&root, "/a.txt").is_none(), "gone");
+    }
+
+    #[test]
+    fn bounded_by_bytes() {
+        let dir = temp_root("bound");
+        std::fs::write(dir.join("a.txt"), b"x").unwrap();
+        let root = RootDir::open(&dir).unwrap();
+        let mut cache = FileCache::default();
+        let big = vec![0u8; MAX_BYTES / 2 + 1];
+        cache.insert("/1".into(), entry(&root, "a.txt", &big));
+        cache.insert("/2".into(), entry(&root, "a.txt", &big));
+        assert_eq!(cache.len(), 1, "the second insert emptied the cache first");
+        assert!(cache.bytes <= MAX_BYTES);
+    }
+}
