@@ -877,3 +877,111 @@ fn range_on_empty_file() {
     let r = get_with(&s, "/empty", "");
     assert_eq!((r.status, r.body.len()), (200, 0));
 }
+
+// ---------------------------------------------------------------- REDbot
+
+/// Runs `redbot -o har URL` (with a deadline) and returns the HAR text.
+fn redbot(url: &str) -> String {
+    use std::process::{Command, Stdio};
+    let out_path = std::env::temp_dir().join(format!(
+        "srvd-redbot-{}-{}.har",
+        std::process::id(),
+        url.len() ^ url.bytes().map(usize::from).sum::<usize>()
+    ));
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut child = Command::new("redbot")
+        .args(["-o", "har", url])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn redbot");
+    let end = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("redbot {url} did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let har = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    assert!(status.success(), "redbot {url} failed: {status}\n{har}");
+    har
+}
+
+/// The summaries of the notes at `level` in a REDbot HAR (its notes are objects with
+/// `"level"` before `"summary"`).
+fn notes_at(har: &str, level: &str) -> Vec<String> {
+    let key = format!("\"level\": \"{level}\"");
+    let mut out = Vec::new();
+    let mut rest = har;
+    while let Some(i) = rest.find(&key) {
+        rest = &rest[i + key.len()..];
+        let summary = rest
+            .find("\"summary\": \"")
+            .map(|j| {
+                let s = &rest[j + 12..];
+                s[..s.find('"').unwrap_or(s.len())].to_string()
+            })
+            .unwrap_or_default();
+        out.push(summary);
+    }
+    out
+}
+
+/// REDbot (https://redbot.org, `pip install redbot`) checks a resource the way a cache
+/// and a careful client would: validators, conditional and range requests, headers.
+/// No BAD note for a file, a 404, and a directory redirect.
+#[test]
+fn redbot_finds_nothing_bad() {
+    let present = std::process::Command::new("redbot")
+        .arg("--help")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        println!(
+            "SKIPPED redbot_finds_nothing_bad: the `redbot` command is absent (pip install redbot)"
+        );
+        return;
+    }
+    let s = Srvd::start("conf-redbot", "");
+    let text: String = (0..400)
+        .map(|i| format!("line {i} of a plain text document\n"))
+        .collect();
+    s.file("doc.txt", text);
+    s.file("style.css", "body { color: black }\n".repeat(200));
+    s.file(
+        "dir/index.html",
+        "<!DOCTYPE html><title>d</title><p>dir</p>\n",
+    );
+    let base = format!("http://127.0.0.1:{}", s.port);
+    let mut bad = Vec::new();
+    for (path, status) in [
+        ("/doc.txt", 200),
+        ("/style.css", 200),
+        ("/", 200),
+        ("/missing.html", 404),
+        ("/dir", 301),
+    ] {
+        let har = redbot(&format!("{base}{path}"));
+        assert!(har.contains("_red_messages"), "not a REDbot HAR:\n{har}");
+        assert!(
+            har.contains(&format!("\"status\": {status}")),
+            "{path}: expected {status} in\n{har}"
+        );
+        for note in notes_at(&har, "BAD") {
+            bad.push(format!("{path}: {note}"));
+        }
+        for note in notes_at(&har, "WARN") {
+            println!("redbot WARN {path}: {note}");
+        }
+    }
+    assert!(bad.is_empty(), "REDbot BAD notes:\n{}", bad.join("\n"));
+}
