@@ -645,3 +645,33 @@ fn request_on_keepalive_during_drain_grace_gets_connection_close() {
     assert_eq!(r.unwrap().header("connection"), Some("close"));
     assert!(err.is_none(), "not closed cleanly: {err:?}");
 }
+
+/// HUPs arriving while a reload is in progress coalesce into (at most) one more reload.
+#[test]
+fn hups_during_a_reload_coalesce() {
+    let (s, state) = start_with_pid_file("hup-coalesce", "");
+    // Back to back: far faster than a reload (fork + every new worker reporting ready).
+    for _ in 0..5 {
+        s.signal(Signal::SIGHUP);
+    }
+    // Settled: every started reload finished, and nothing changed for longer than the
+    // master's idle wake-up (1 s), the latest a coalesced reload can start.
+    let mut last = (u64::MAX, Instant::now());
+    let total = wait_for("reloads to settle", || {
+        let n = reloads(&state);
+        let started = count_lines(&s, "reloading \"") as u64;
+        if n != last.0 || n != started || n == 0 {
+            last = (n, Instant::now());
+            return None;
+        }
+        (last.1.elapsed() > Duration::from_millis(1500)).then_some(n)
+    });
+    assert!(
+        (1..=2).contains(&total),
+        "{total} reloads for 5 HUPs:\n{}",
+        s.error_log()
+    );
+    assert_eq!(count_lines(&s, "reload done"), total as usize);
+    wait_for("two workers", || (s.workers().len() == 2).then_some(()));
+    assert_eq!(s.get("/").status, 200);
+}
