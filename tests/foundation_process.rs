@@ -150,6 +150,7 @@ fn a_missing_root_is_named() {
 #[test]
 fn exactly_the_configured_number_of_workers_start() {
     let s = Srvd::prepare_with_workers("workers3", "", 3).start_prepared();
+    s.wait_workers_ready();
     let workers = s.workers();
     assert_eq!(workers.len(), 3, "{workers:?}");
     assert!(workers.iter().all(|&p| alive(p)), "{workers:?}");
@@ -163,6 +164,7 @@ fn exactly_the_configured_number_of_workers_start() {
 #[test]
 fn the_master_holds_no_client_sockets() {
     let s = Srvd::prepare_with_workers("nosockets", "", 3).start_prepared();
+    s.wait_workers_ready();
     let mut clients: Vec<_> = (0..4).map(|_| s.connect()).collect();
     for c in &mut clients {
         use std::io::Write;
@@ -194,6 +196,7 @@ fn the_master_holds_no_client_sockets() {
 #[test]
 fn a_killed_worker_is_replaced() {
     let mut s = Srvd::prepare_with_workers("respawn", "", 3).start_prepared();
+    s.wait_workers_ready();
     let before = s.workers();
     assert_eq!(before.len(), 3);
     let victim = before[1];
@@ -205,6 +208,7 @@ fn a_killed_worker_is_replaced() {
     let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
     assert_eq!(new.len(), 1, "before {before:?} after {after:?}");
     assert!(!alive(victim));
+    s.wait_workers_ready();
     // Still serving on every path after the respawn.
     for _ in 0..6 {
         assert_eq!(s.get("/").body, b"hello\n");
@@ -214,6 +218,9 @@ fn a_killed_worker_is_replaced() {
 
 fn stops_cleanly_on(sig: Signal, name: &str) {
     let mut s = Srvd::prepare_with_workers(name, "", 3).start_prepared();
+    // A worker still starting can lose the signal (see the test below); this test is about
+    // stopping a running server.
+    s.wait_workers_ready();
     let workers = s.workers();
     assert_eq!(workers.len(), 3);
     s.signal(sig);
@@ -237,4 +244,64 @@ fn sigint_stops_master_and_workers_with_exit_zero() {
 #[test]
 fn sigterm_stops_master_and_workers_with_exit_zero() {
     stops_cleanly_on(Signal::SIGTERM, "sigterm");
+}
+
+/// A stop signal that reaches a worker before it has installed its own handlers must not be
+/// lost. The access log is a FIFO nobody reads yet, so every worker blocks opening it, in
+/// the middle of its start (after fork, before its handlers exist): deterministic.
+#[test]
+fn sigterm_during_worker_start_is_not_lost() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let s = Srvd::prepare(
+        "startsignal",
+        "shutdown_timeout = \"30s\"\n[log]\naccess = \"log.fifo\"",
+    );
+    let fifo = s.dir.join("log.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut s = s.start_prepared();
+    let workers = s.workers();
+    assert!(
+        workers.iter().all(|&p| !worker_ready(p)),
+        "workers started although the FIFO has no reader"
+    );
+    s.signal(Signal::SIGTERM);
+    wait_for("the master to begin its stop", || {
+        s.error_log().contains("graceful stop").then_some(())
+    });
+    // Now let the workers finish starting.
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    // An idle server stops at once; 5 s is far below shutdown_timeout (30 s), after which
+    // the master would SIGKILL the workers.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let child = s.child.as_mut().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= end {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let Some(status) = status else {
+        let stuck: Vec<String> = workers
+            .iter()
+            .filter(|&&p| alive(p))
+            .map(|p| {
+                let wchan = std::fs::read_to_string(format!("/proc/{p}/wchan")).unwrap_or_default();
+                format!("{p} (ready: {}, in {wchan})", worker_ready(*p))
+            })
+            .collect();
+        // Drop's SIGTERM is delivered to the now-started workers and ends the run.
+        panic!("SIGTERM sent while workers were starting was lost: master still running 5 s later, workers {stuck:?}");
+    };
+    s.child = None;
+    assert_eq!(status.code(), Some(0));
+    wait_for("every worker to be gone", || {
+        workers.iter().all(|&p| !alive(p)).then_some(())
+    });
 }

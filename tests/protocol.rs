@@ -27,7 +27,7 @@ fn stable_headers(r: &Response) -> Vec<(String, String)> {
 
 #[test]
 fn head_has_same_headers_and_no_body() {
-    let s = Srvd::start("head", "");
+    let s = Srvd::start_ready("head", "");
     s.file("page.html", "<p>a page</p>\n");
     let get = s.get("/page.html");
     assert_eq!(get.status, 200);
@@ -44,7 +44,7 @@ fn head_has_same_headers_and_no_body() {
 
 #[test]
 fn options_is_204_with_allow() {
-    let s = Srvd::start("options", "");
+    let s = Srvd::start_ready("options", "");
     for target in ["/", "/index.html", "*"] {
         let raw = s.raw(
             format!("OPTIONS {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -59,7 +59,7 @@ fn options_is_204_with_allow() {
 
 #[test]
 fn post_put_delete_are_405_with_allow() {
-    let s = Srvd::start("405", "");
+    let s = Srvd::start_ready("405", "");
     for method in ["POST", "PUT", "DELETE"] {
         let raw = s.raw(
             format!(
@@ -82,7 +82,7 @@ fn post_put_delete_are_405_with_allow() {
 
 #[test]
 fn unknown_method_is_501() {
-    let s = Srvd::start("501", "");
+    let s = Srvd::start_ready("501", "");
     let raw = s.raw(b"BREW /index.html HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status_line(&raw), "HTTP/1.1 501 Not Implemented");
     let r = Response::parse(&raw).unwrap();
@@ -92,7 +92,7 @@ fn unknown_method_is_501() {
 
 #[test]
 fn every_response_has_content_length_date_and_server() {
-    let s = Srvd::start("mandatory", "");
+    let s = Srvd::start_ready("mandatory", "");
     s.file("dir/index.html", "in dir\n");
     let cases: &[(&str, &str)] = &[
         ("GET /index.html HTTP/1.1", "HTTP/1.1 200 OK"),
@@ -128,7 +128,7 @@ fn every_response_has_content_length_date_and_server() {
 
 #[test]
 fn http11_serves_two_requests_on_one_connection() {
-    let s = Srvd::start("ka11", "");
+    let s = Srvd::start_ready("ka11", "");
     s.file("b.txt", "bee\n");
     let mut c = s.connect();
     let a = exchange(&mut c, "GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n", false);
@@ -142,7 +142,7 @@ fn http11_serves_two_requests_on_one_connection() {
 
 #[test]
 fn http10_closes_by_default() {
-    let s = Srvd::start("close10", "");
+    let s = Srvd::start_ready("close10", "");
     let mut c = s.connect();
     c.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
     let raw = read_until_eof(&mut c).expect("server closes an HTTP/1.0 connection");
@@ -154,7 +154,7 @@ fn http10_closes_by_default() {
 
 #[test]
 fn http10_keeps_alive_when_asked() {
-    let s = Srvd::start("ka10", "");
+    let s = Srvd::start_ready("ka10", "");
     let mut c = s.connect();
     let req = "GET /index.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
     let first = exchange(&mut c, req, false);
@@ -174,7 +174,7 @@ fn http10_keeps_alive_when_asked() {
 
 #[test]
 fn connection_close_is_honoured() {
-    let s = Srvd::start("close11", "");
+    let s = Srvd::start_ready("close11", "");
     let mut c = s.connect();
     // A second request after the one saying "close" must not be answered.
     c.write_all(
@@ -193,7 +193,7 @@ fn connection_close_is_honoured() {
 
 #[test]
 fn three_pipelined_requests_get_three_responses_in_order() {
-    let s = Srvd::start("pipeline", "");
+    let s = Srvd::start_ready("pipeline", "");
     s.file("one.txt", "1\n");
     s.file("two.txt", "22\n");
     s.file("three.txt", "333\n");
@@ -217,7 +217,7 @@ fn three_pipelined_requests_get_three_responses_in_order() {
 
 #[test]
 fn a_request_sent_one_byte_at_a_time_is_answered() {
-    let s = Srvd::start("trickle", "");
+    let s = Srvd::start_ready("trickle", "");
     let mut c = s.connect();
     c.set_nodelay(true).unwrap();
     for b in b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" {

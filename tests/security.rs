@@ -32,7 +32,9 @@ fn server_with_secrets(name: &str) -> Srvd {
     symlink("../../real.txt", s.root.join("a/sub/alias.txt")).unwrap();
     symlink("sub", s.root.join("a/subalias")).unwrap();
     std::fs::write(s.root.join("a/sub/index.html"), "sub index\n").unwrap();
-    s.start_prepared()
+    let s = s.start_prepared();
+    s.wait_workers_ready();
+    s
 }
 
 /// Sends `raw` as-is and returns (status line, parsed response if any, all bytes).
@@ -156,7 +158,7 @@ fn symlinks_that_stay_inside_the_root_are_served() {
 
 #[test]
 fn dotfiles_are_404_even_when_they_exist() {
-    let s = Srvd::start("dotfiles", "");
+    let s = Srvd::start_ready("dotfiles", "");
     for f in [
         ".env",
         ".git/config",
@@ -193,7 +195,7 @@ fn dotfiles_are_404_even_when_they_exist() {
 
 #[test]
 fn well_known_is_served() {
-    let s = Srvd::start("wellknown", "");
+    let s = Srvd::start_ready("wellknown", "");
     s.file(".well-known/x", "acme token\n");
     s.file(".well-known/.hidden", format!("{DOT_MARKER}\n"));
     let r = s.get("/.well-known/x");

@@ -18,7 +18,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[test]
 fn file_responses_carry_type_validators_and_accept_ranges() {
-    let s = Srvd::start("types", "default_type = \"application/x-srvd-default\"");
+    let s = Srvd::start_ready("types", "default_type = \"application/x-srvd-default\"");
     // (file, Content-Type)
     let table: &[(&str, &str)] = &[
         ("style.css", "text/css; charset=utf-8"),
@@ -66,7 +66,7 @@ fn file_responses_carry_type_validators_and_accept_ranges() {
 
 #[test]
 fn mime_override_matches_extensions_case_insensitively() {
-    let s = Srvd::start(
+    let s = Srvd::start_ready(
         "mimeover",
         "[mime_types]\nZQX = \"application/x-zqx\"\nCss = \"text/x-custom-css\"",
     );
@@ -87,7 +87,7 @@ fn mime_override_matches_extensions_case_insensitively() {
 
 #[test]
 fn directory_with_slash_serves_its_index() {
-    let s = Srvd::start("dirindex", "");
+    let s = Srvd::start_ready("dirindex", "");
     s.file("dir/index.html", "dir index\n");
     for target in ["/dir/", "/dir/?x=1", "/dir//", "/dir/./"] {
         let r = s.get(target);
@@ -106,7 +106,7 @@ fn directory_with_slash_serves_its_index() {
 
 #[test]
 fn directory_without_slash_redirects_keeping_the_query() {
-    let s = Srvd::start("dirredirect", "");
+    let s = Srvd::start_ready("dirredirect", "");
     s.file("dir/index.html", "dir index\n");
     s.file("dir/sub/index.html", "sub\n");
     let table: &[(&str, &str)] = &[
@@ -132,7 +132,7 @@ fn directory_without_slash_redirects_keeping_the_query() {
 
 #[test]
 fn redirects_never_point_to_another_host() {
-    let s = Srvd::start("openredirect", "");
+    let s = Srvd::start_ready("openredirect", "");
     s.file("evil.com/index.html", "local dir named evil.com\n");
     // (target, expected status, expected Location)
     let table: &[(&str, u16, Option<&str>)] = &[
@@ -164,7 +164,7 @@ fn redirects_never_point_to_another_host() {
 
 #[test]
 fn directory_without_index_is_404_without_listing() {
-    let s = Srvd::start("noindex", "");
+    let s = Srvd::start_ready("noindex", "");
     s.file("plain/listed-name-7c1f.txt", "x");
     for target in ["/plain/", "/plain"] {
         let r = s.get(target);
@@ -191,6 +191,7 @@ fn not_found_uses_the_configured_page() {
     let page = "<h1>custom not found 5d2e</h1>\n";
     std::fs::write(s.dir.join("custom404.html"), page).unwrap();
     let s = s.start_prepared();
+    s.wait_workers_ready();
     for target in ["/missing", "/a/b/c.txt", "/.env"] {
         let raw = s.raw(
             format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -209,7 +210,7 @@ fn not_found_uses_the_configured_page() {
 
 #[test]
 fn not_found_without_the_key_uses_the_builtin_page() {
-    let s = Srvd::start("404builtin", "");
+    let s = Srvd::start_ready("404builtin", "");
     let raw = s.raw(b"GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert_eq!(status_line(&raw), "HTTP/1.1 404 Not Found");
     let r = Response::parse(&raw).unwrap();
@@ -221,7 +222,7 @@ fn not_found_without_the_key_uses_the_builtin_page() {
 
 #[test]
 fn sixteen_mib_file_downloads_intact() {
-    let s = Srvd::start("big", "");
+    let s = Srvd::start_ready("big", "");
     let mut data = vec![0u8; 16 * 1024 * 1024];
     std::fs::File::open("/dev/urandom")
         .unwrap()
@@ -268,7 +269,7 @@ fn is_clf_time(s: &str) -> bool {
 fn access_log_gets_one_combined_line_per_request() {
     // A name other than the harness's stdout capture, so the line can only have come from
     // the configured file (resolved against the config's directory).
-    let s = Srvd::start("accesslog", "[log]\naccess = \"requests.log\"");
+    let s = Srvd::start_ready("accesslog", "[log]\naccess = \"requests.log\"");
     let log_path = s.dir.join("requests.log");
     let r = s.request(
         "GET /index.html HTTP/1.1\r\nHost: x\r\nUser-Agent: test-agent/1.0\r\nConnection: close",

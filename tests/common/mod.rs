@@ -544,3 +544,35 @@ impl Srvd {
         std::fs::write(self.dir.join("error.log"), kept).unwrap();
     }
 }
+
+/// True once worker `pid` has finished starting: its epoll instance watches at least two
+/// fds (its signal pipe, registered after its signal handlers, and the listener). Before
+/// that a stop signal sent to it can be lost (see `sigterm_during_worker_start_is_not_lost`
+/// in tests/foundation_process.rs), so lifecycle tests wait for this.
+pub fn worker_ready(pid: i32) -> bool {
+    fds_of(pid).iter().any(|(fd, target)| {
+        target == "anon_inode:[eventpoll]"
+            && std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+                .map(|info| info.lines().filter(|l| l.starts_with("tfd:")).count() >= 2)
+                .unwrap_or(false)
+    })
+}
+
+impl Srvd {
+    /// Waits until there are `workers_expected` workers and every one of them has finished
+    /// starting ([`worker_ready`]).
+    pub fn wait_workers_ready(&self) {
+        let n = self.workers_expected;
+        wait_for("every worker to finish starting", || {
+            let w = self.workers();
+            (w.len() == n && w.iter().all(|&p| worker_ready(p))).then_some(())
+        });
+    }
+
+    /// `start` + [`Srvd::wait_workers_ready`].
+    pub fn start_ready(name: &str, extra: &str) -> Srvd {
+        let s = Self::start(name, extra);
+        s.wait_workers_ready();
+        s
+    }
+}
