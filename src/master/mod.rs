@@ -260,7 +260,12 @@ impl Master {
         let (ours, theirs) = UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         let master = nix::unistd::getpid();
-        match process::fork_worker()? {
+        let mask = Signals::block_all()?;
+        let forked = process::fork_worker();
+        if !matches!(forked, Ok(Forked::Child)) {
+            Signals::restore_mask(&mask)?;
+        }
+        match forked? {
             Forked::Parent(pid) => {
                 drop(theirs);
                 Ok(Child {

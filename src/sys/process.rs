@@ -7,7 +7,7 @@
 use std::io;
 use std::os::fd::RawFd;
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid};
 
 /// Which side of a fork we are on.
@@ -29,8 +29,9 @@ pub fn fork_worker() -> io::Result<Forked> {
     }
 }
 
-/// The child's first act after fork: ask to die with the master, unblock every signal,
-/// and close every file descriptor except stdio and `keep`.
+/// The child's first act after fork: ask to die with the master and close every file
+/// descriptor except stdio and `keep`. Signals stay blocked (the master blocked them
+/// around fork) until the worker has installed its own handlers.
 ///
 /// Signal *handlers* are reset by [`crate::sys::signals::Signals::forget`] before this is
 /// called, so that no inherited handler can write to a pipe we are about to close.
@@ -41,8 +42,6 @@ pub fn become_worker(master: Pid, keep: &[RawFd]) -> io::Result<()> {
     if nix::unistd::getppid() != master {
         return Err(io::Error::other("master exited during worker start"));
     }
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .map_err(io::Error::from)?;
     close_fds_except(keep)
 }
 

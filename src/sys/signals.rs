@@ -22,6 +22,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use signal_hook::consts::signal::*;
 use signal_hook::SigId;
 
@@ -137,6 +138,26 @@ impl Signals {
 
     /// In a freshly forked child: unregister the parent's actions so no handler can write
     /// to the parent's pipe. The pipe fds are closed by `become_worker` afterwards.
+    /// Blocks every signal and returns the previous mask. The master does this around
+    /// `fork()`: the child keeps the mask until its worker handlers are installed
+    /// ([`unblock_all`]), so a stop signal sent to a starting worker waits, pending, instead
+    /// of arriving while no handler is registered and being lost.
+    pub fn block_all() -> io::Result<SigSet> {
+        let mut old = SigSet::empty();
+        sigprocmask(
+            SigmaskHow::SIG_SETMASK,
+            Some(&SigSet::all()),
+            Some(&mut old),
+        )?;
+        Ok(old)
+    }
+
+    /// Restores a mask saved by [`Signals::block_all`].
+    pub fn restore_mask(old: &SigSet) -> io::Result<()> {
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(old), None)?;
+        Ok(())
+    }
+
     /// The `Signals` value itself is left alone: the child never returns to the frames that
     /// own it, so it is never dropped there.
     pub fn forget(&self) {
@@ -144,4 +165,10 @@ impl Signals {
             signal_hook::low_level::unregister(*id);
         }
     }
+}
+
+/// Unblocks every signal: the worker's last start-up step, once its handlers are in place.
+pub fn unblock_all() -> io::Result<()> {
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+    Ok(())
 }

@@ -154,8 +154,13 @@ impl Conn {
             return Step::Continue;
         }
         if self.is_idle() && cx.draining {
-            // Graceful stop: an idle keep-alive connection is closed (FIN, nothing unread).
-            return Step::Wait(Wait::Close);
+            // Graceful stop: read first, so a request that already arrived is answered
+            // (with `Connection: close`) instead of being left unread, which would make the
+            // kernel answer our close with RST. Nothing there: close (FIN, nothing unread).
+            return match self.read_more(cx) {
+                Step::Wait(Wait::Readable) => Step::Wait(Wait::Close),
+                other => other,
+            };
         }
         self.read_more(cx)
     }

@@ -107,6 +107,9 @@ impl Worker {
     fn new(init: WorkerInit, log: AccessLog) -> io::Result<Worker> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let signals = Signals::install(Role::Worker)?;
+        // Blocked since fork: anything the master sent meanwhile is delivered now, to the
+        // handlers just installed.
+        crate::sys::signals::unblock_all()?;
         epoll.add(signals.fd(), EpollEvent::new(EpollFlags::EPOLLIN, SIGNALS))?;
         let mut worker = Worker {
             site: init.site,
