@@ -209,3 +209,27 @@ fn well_known_is_served() {
     assert_eq!(got, "HTTP/1.1 404 Not Found");
     assert_no_leak("/.well-known/.hidden", &bytes);
 }
+
+#[test]
+fn absolute_and_climbing_symlinks_into_the_root_are_served() {
+    let s = server_with_secrets("abslinks");
+    // An absolute link to a file inside the root, and a relative one that leaves the
+    // root and comes back: RESOLVE_BENEATH refuses both, the canonical re-check allows them.
+    symlink(s.root.join("real.txt"), s.root.join("abs-inside.txt")).unwrap();
+    symlink("../root/real.txt", s.root.join("climb.txt")).unwrap();
+    symlink(s.root.join("a"), s.root.join("abs-dir")).unwrap();
+    for target in ["/abs-inside.txt", "/climb.txt"] {
+        let r = s.get(target);
+        assert_eq!(r.status, 200, "{target}");
+        assert_eq!(r.body_str(), "real inside\n", "{target}");
+    }
+    assert_eq!(s.get("/abs-dir/").status, s.get("/a/").status);
+    // ...while the escaping ones stay refused.
+    for target in ["/abs-secret", "/rel-secret", "/passwd", "/a/absdir/"] {
+        let (_, _, bytes) = send(
+            &s,
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_no_leak(target, &bytes);
+    }
+}

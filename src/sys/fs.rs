@@ -58,13 +58,39 @@ impl RootDir {
                 // SAFETY: openat2 just returned this fd to us; nothing else owns it.
                 Ok(fd) => return Ok(unsafe { File::from_raw_fd(fd) }),
                 Err(Errno::ENOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
-                Err(Errno::EXDEV) | Err(Errno::ELOOP) => {
-                    return Err(io::Error::from(io::ErrorKind::PermissionDenied))
-                }
+                // An absolute symlink, or one that climbs out and back in: allowed only if
+                // where it really leads is inside the root.
+                Err(Errno::EXDEV) => return self.open_canonical(rel, flags),
+                Err(Errno::ELOOP) => return Err(io::Error::from(io::ErrorKind::PermissionDenied)),
                 Err(e) => return Err(io::Error::from(e)),
             }
         }
         self.open_fallback(rel, flags)
+    }
+
+    /// RESOLVE_BENEATH refuses absolute symlinks even when their target is inside the
+    /// root. Resolve the path fully, keep it only if it lies beneath the root, and open
+    /// that symlink-free path with RESOLVE_NO_SYMLINKS: if a link was swapped between the
+    /// two steps, the open fails instead of following it.
+    fn open_canonical(&self, rel: &str, flags: OFlag) -> io::Result<File> {
+        let denied = || io::Error::from(io::ErrorKind::PermissionDenied);
+        let real = std::fs::canonicalize(self.canonical.join(rel)).map_err(|_| denied())?;
+        let inside = real.strip_prefix(&self.canonical).map_err(|_| denied())?;
+        let inside = if inside.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            inside
+        };
+        let how = OpenHow::new().flags(flags).resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+        match nix::fcntl::openat2(self.fd.as_raw_fd(), inside, how) {
+            // SAFETY: openat2 just returned this fd to us; nothing else owns it.
+            Ok(fd) => Ok(unsafe { File::from_raw_fd(fd) }),
+            Err(_) => Err(denied()),
+        }
     }
 
     /// Pre-5.6 kernels: open, then verify where the fd really points.
