@@ -780,13 +780,67 @@ fn multiple_ranges() {
         assert_eq!(cr, &format!("bytes {a}-{b}/{LEN}"));
         assert!(bytes[..] == c[a..=b], "part {cr}");
     }
-    // Two requests get different boundaries (unpredictable).
-    let r2 = get_with(&s, "/r.bin", "Range: bytes=0-9, 500-509\r\n");
-    assert_ne!(r.header("content-type"), r2.header("content-type"));
+    // Two requests to the same worker get different boundaries.
+    let mut c = s.connect();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        c.write_all(b"GET /r.bin HTTP/1.1\r\nHost: a\r\nRange: bytes=0-9, 500-509\r\n\r\n")
+            .unwrap();
+        let r = read_response(&mut c, false).unwrap();
+        assert_eq!(r.status, 206);
+        let ct = r.header("content-type").unwrap().to_string();
+        assert!(
+            !seen.contains(&ct),
+            "boundary repeated on one connection: {ct}"
+        );
+        seen.push(ct);
+    }
     // Overlapping / nearby ranges coalesce into a single part.
     let r = get_with(&s, "/r.bin", "Range: bytes=0-9, 5-20, 30-40\r\n");
     assert_eq!(r.status, 206);
     assert_eq!(r.header("content-range"), Some("bytes 0-40/4000"));
+}
+
+fn boundary(s: &Srvd) -> String {
+    let r = get_with(s, "/r.bin", "Range: bytes=0-9, 500-509\r\n");
+    assert_eq!(r.status, 206);
+    r.header("content-type").unwrap().to_string()
+}
+
+/// A respawned worker (and every sibling worker) must not replay the boundaries another
+/// worker already revealed: the seed is SipHash keyed by `RandomState::new()`, whose keys
+/// are per-thread, initialised in the master (config HashMaps) and inherited by `fork`,
+/// so every worker derives the same sequence from the same counter.
+#[test]
+#[ignore = "srvd bug: multipart boundary sequence repeats across forked workers \
+            (static_files::boundary_seed); remove this ignore once fixed"]
+fn multipart_boundary_not_replayed_after_respawn() {
+    let s = Srvd::prepare_with_workers("conf-boundary", "", 1).start_prepared();
+    let p = s.file("r.bin", content());
+    set_mtime(&p, MTIME, 0);
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        let worker = s.workers()[0];
+        let b = boundary(&s);
+        assert!(
+            !seen.contains(&b),
+            "round {round}: worker {worker} repeated a boundary: {b}"
+        );
+        seen.push(b);
+        // A graceful worker exit: the master forks a replacement.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(worker),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        wait_for("a replacement worker", || {
+            let w = s.workers();
+            (w.len() == 1 && w[0] != worker).then_some(())
+        });
+        wait_for("the replacement to serve", || {
+            (s.get("/").status == 200).then_some(())
+        });
+    }
 }
 
 #[test]
