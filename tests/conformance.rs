@@ -812,8 +812,6 @@ fn boundary(s: &Srvd) -> String {
 /// are per-thread, initialised in the master (config HashMaps) and inherited by `fork`,
 /// so every worker derives the same sequence from the same counter.
 #[test]
-#[ignore = "srvd bug: multipart boundary sequence repeats across forked workers \
-            (static_files::boundary_seed); remove this ignore once fixed"]
 fn multipart_boundary_not_replayed_after_respawn() {
     let s = Srvd::prepare_with_workers("conf-boundary", "", 1).start_prepared();
     let p = s.file("r.bin", content());

@@ -538,15 +538,45 @@ pub fn closes_connection(status: Status) -> bool {
 }
 
 /// A boundary seed a client cannot predict from the file's validators (which the ETag
-/// reveals): the process's random hasher keys mixed with a per-process counter, so an
-/// uploaded file cannot be crafted to contain the boundary of its own multipart response.
+/// reveals), so an uploaded file cannot be crafted to contain the boundary of its own
+/// multipart response. The key comes from /dev/urandom once per *process*: std's
+/// `RandomState` keys are per thread and would be inherited unchanged by every forked
+/// worker, replaying the same sequence. Each call mixes the key with a counter.
 fn boundary_seed() -> u64 {
+    use std::cell::Cell;
     use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.finish()
+    thread_local! {
+        /// (pid the key belongs to, key, calls so far)
+        static KEY: Cell<(u32, u64, u64)> = const { Cell::new((0, 0, 0)) };
+    }
+    KEY.with(|cell| {
+        let (mut pid, mut key, n) = cell.get();
+        if pid != std::process::id() {
+            pid = std::process::id();
+            let mut bytes = [0u8; 8];
+            key = match std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut bytes))
+            {
+                Ok(()) => u64::from_ne_bytes(bytes),
+                // No urandom (odd sandboxes): still differ per process and per start.
+                Err(_) => {
+                    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                    h.write_u32(pid);
+                    h.write_u128(
+                        std::time::SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_nanos()),
+                    );
+                    h.finish()
+                }
+            };
+        }
+        cell.set((pid, key, n + 1));
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        h.write_u64(key);
+        h.write_u64(n);
+        h.finish()
+    })
 }
 
 /// The time of `meta` as a SystemTime (for tests and logging).
