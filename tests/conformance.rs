@@ -1037,3 +1037,35 @@ fn redbot_finds_nothing_bad() {
     }
     assert!(bad.is_empty(), "REDbot BAD notes:\n{}", bad.join("\n"));
 }
+
+#[test]
+fn chunked_body_is_discarded_and_pipelining_continues() {
+    let s = Srvd::start("conf-chunked", "");
+    s.file("two.txt", "second\n");
+    let mut c = s.connect();
+    // The chunked body arrives in pieces, with an extension and a trailer; the pipelined
+    // request behind it must still be found and answered.
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhel")
+        .unwrap();
+    let first = read_response(&mut c, false).expect("first response");
+    assert_eq!(
+        (first.status, first.body.as_slice()),
+        (200, &b"hello\n"[..])
+    );
+    assert_eq!(first.header("connection"), None, "kept alive");
+    c.write_all(b"lo\r\n0\r\nX-Trailer: 1\r\n\r\nGET /two.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let second = read_response(&mut c, false).expect("second response");
+    assert_eq!(
+        (second.status, second.body.as_slice()),
+        (200, &b"second\n"[..])
+    );
+
+    // A malformed chunk size: the connection is closed after the first response.
+    let mut c = s.connect();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /two.txt HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let ex = read_until_close(&mut c);
+    assert!(ex.closed);
+    assert_eq!(Response::parse_all(&ex.bytes).len(), 1);
+}

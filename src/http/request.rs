@@ -127,6 +127,10 @@ impl Request<'_> {
 pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the request line.
     let skip = leading_empty_lines(buf);
+    if skip > MAX_REQUEST_LINE {
+        // Tolerance for stray empty lines, not a way to fill our buffer with nothing.
+        return Err(ParseError::Malformed);
+    }
     let buf = &buf[skip..];
     if buf.is_empty() {
         return Ok(None);
@@ -334,7 +338,12 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nX-A: {}\r\n\r\n",
             "b".repeat(MAX_HEADER_BLOCK)
         );
+        let blank_flood = format!(
+            "{}GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "\r\n".repeat(MAX_REQUEST_LINE)
+        );
         let cases: &[(&str, Result<Option<u16>, u16>)] = &[
+            (&blank_flood, Err(400)),
             ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(Some(200))),
             ("GET / HTTP/1.1\r\nHost: a\r\n", Ok(None)),
             ("GET / HTTP/1.1\r\n", Ok(None)),

@@ -18,6 +18,7 @@ use std::net::{IpAddr, Shutdown, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use crate::http::body::BodySkipper;
 use crate::http::date::DateCache;
 use crate::http::request::{self, BodyFraming, Request, MAX_HEAD};
 use crate::http::response::Connection;
@@ -89,8 +90,8 @@ pub struct Conn {
     rbuf: Vec<u8>,
     rstart: usize,
     rend: usize,
-    /// Body bytes of the last request still to be read and thrown away.
-    discard: u64,
+    /// What is left of the last request's body, read and thrown away before the next head.
+    discard: BodySkipper,
     /// Response bytes: `out[out_pos..]` still to send.
     out: Vec<u8>,
     out_pos: usize,
@@ -108,7 +109,7 @@ impl Conn {
             rbuf: Vec::new(),
             rstart: 0,
             rend: 0,
-            discard: 0,
+            discard: BodySkipper::Done,
             out: Vec::new(),
             out_pos: 0,
             deadline: now + header_timeout,
@@ -120,7 +121,7 @@ impl Conn {
     pub fn is_idle(&self) -> bool {
         matches!(self.state, ConnState::ReadingHead)
             && self.rstart == self.rend
-            && self.discard == 0
+            && self.discard.is_done()
     }
 
     /// Advances the connection as far as the socket allows.
@@ -145,12 +146,18 @@ impl Conn {
 
     /// ReadingHead: discard leftover body bytes, parse a head from the buffer, or read.
     fn read_head(&mut self, cx: &mut Ctx) -> Step {
-        if self.discard > 0 {
-            let n = self.discard.min((self.rend - self.rstart) as u64);
-            self.rstart += n as usize;
-            self.discard -= n;
+        if !self.discard.is_done() {
+            match self
+                .discard
+                .skip(&self.rbuf[self.rstart..self.rend], MAX_DISCARD_BODY)
+            {
+                Ok(n) => self.rstart += n,
+                // A broken or oversized chunked body: its response is already sent, and
+                // the stream cannot be re-synchronised.
+                Err(_) => return Step::Wait(Wait::Close),
+            }
         }
-        if self.discard == 0 && self.rstart < self.rend && self.respond(cx) {
+        if self.discard.is_done() && self.rstart < self.rend && self.respond(cx) {
             return Step::Continue;
         }
         if self.is_idle() && cx.draining {
@@ -185,7 +192,7 @@ impl Conn {
             Ok(0) => Step::Wait(Wait::Close),
             Ok(n) => {
                 self.rend += n;
-                if was_idle && self.discard == 0 {
+                if was_idle && self.discard.is_done() {
                     // The first byte of a head starts the header timeout (slowloris).
                     self.deadline = cx.now + cx.site.config.header_timeout;
                 }
@@ -216,14 +223,15 @@ impl Conn {
                 let mut status_override = None;
                 match req.body {
                     BodyFraming::None => {}
-                    BodyFraming::Length(n) if n <= MAX_DISCARD_BODY && !req.expect_continue => {
-                        self.discard = n
+                    // A client waiting for 100-continue may never send the body: answer,
+                    // then close rather than wait for bytes that may not come.
+                    _ if req.expect_continue => close = true,
+                    BodyFraming::Length(n) if n <= MAX_DISCARD_BODY => {
+                        self.discard = BodySkipper::Length(n)
                     }
-                    // A client waiting for 100-continue may never send the body, and a
-                    // chunked body would need decoding to skip: answer, then close.
-                    BodyFraming::Length(n) if n <= MAX_DISCARD_BODY => close = true,
-                    BodyFraming::Chunked => close = true,
                     BodyFraming::Length(_) => status_override = Some(Status::PayloadTooLarge),
+                    // Bounded by MAX_DISCARD_BODY while skipping.
+                    BodyFraming::Chunked => self.discard = BodySkipper::chunked(),
                 }
                 let conn = if close {
                     Connection::Close
