@@ -675,3 +675,43 @@ fn hups_during_a_reload_coalesce() {
     wait_for("two workers", || (s.workers().len() == 2).then_some(()));
     assert_eq!(s.get("/").status, 200);
 }
+
+/// Uid line of /proc/PID/status: (real, effective).
+fn uids(pid: i32) -> (u32, u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let ids: Vec<u32> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    (ids[0], ids[1])
+}
+
+#[test]
+fn workers_drop_privileges_to_the_configured_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED workers_drop_privileges_to_the_configured_user: needs root");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody");
+    let s = Srvd::prepare("privdrop", "user = \"nobody\"");
+    // The docroot must be readable by the unprivileged workers.
+    for p in [&s.dir, &s.root] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let s = s.start_prepared();
+    assert_eq!(s.get("/").status, 200);
+    assert_eq!(uids(s.pid().as_raw()), (0, 0), "the master keeps root");
+    let workers = s.workers();
+    assert_eq!(workers.len(), 2);
+    for w in workers {
+        assert_eq!(
+            uids(w),
+            (nobody.uid.as_raw(), nobody.uid.as_raw()),
+            "worker {w}"
+        );
+    }
+}
