@@ -100,6 +100,14 @@ pub struct Conditions<'a> {
 /// whether If-Modified-Since applies at all.
 #[must_use]
 pub fn evaluate(is_get_or_head: bool, c: &Conditions, v: &Validators) -> Precondition {
+    // Most requests carry no precondition at all.
+    if c.if_match.is_none()
+        && c.if_unmodified_since.is_none()
+        && c.if_none_match.is_none()
+        && c.if_modified_since.is_none()
+    {
+        return Precondition::Proceed;
+    }
     let own = EntityTag::parse_exact(v.etag.as_bytes());
 
     // Step 1 / 2.

@@ -146,9 +146,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     }
     check_version(line)?;
 
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
+    // Uninitialised slots: zeroing 100 headers per request would cost more than parsing.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             return if buf.len() - line_end > MAX_HEADER_BLOCK + 2 {

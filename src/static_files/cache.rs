@@ -11,7 +11,6 @@
 //! an insert would exceed either, the cache is emptied (simple, and rare for a static site
 //! whose hot set fits).
 
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::sys::fs::{FileId, RootDir};
@@ -40,7 +39,9 @@ pub struct Entry {
 /// Request path → cached file.
 #[derive(Debug, Default)]
 pub struct FileCache {
-    map: HashMap<String, Entry>,
+    /// FxHash: keys are paths of files that exist under the root (only opened files are
+    /// inserted), and the map is bounded, so a cheap hash is safe here.
+    map: rustc_hash::FxHashMap<String, Entry>,
     bytes: usize,
 }
 

@@ -149,11 +149,13 @@ impl MimeTable {
     /// that starts with its only dot (".bashrc") or has none ("Makefile")
     /// has no extension and gets the default type.
     pub fn lookup(&self, path: &str) -> &str {
-        let name = match path.rfind('/') {
+        // Byte scans: '/' and '.' are ASCII, so the indices are char boundaries.
+        let bytes = path.as_bytes();
+        let name = match bytes.iter().rposition(|&b| b == b'/') {
             Some(slash) => &path[slash + 1..],
             None => path,
         };
-        match name.rfind('.') {
+        match name.as_bytes().iter().rposition(|&b| b == b'.') {
             Some(dot) if dot > 0 => self.get(&name[dot + 1..]).unwrap_or(&self.default),
             _ => &self.default,
         }

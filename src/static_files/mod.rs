@@ -148,7 +148,7 @@ fn serve(
             resolve::Resolved::File { file, meta, path } => {
                 if meta.len() <= SMALL_FILE_MAX {
                     let entry = read_entry(file, &meta, path)?;
-                    cache.insert(target.path.clone(), entry);
+                    cache.insert(target.path.to_string(), entry);
                 } else {
                     opened = Some((file, meta, path));
                 }

@@ -74,7 +74,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 pub struct Target<'a> {
     /// Decoded, normalized absolute path: starts with `/`, no `//`, `/./` or
     /// `/../`; ends with `/` exactly when [`Target::trailing_slash`] is true.
-    pub path: String,
+    /// Borrowed from the request when it needed no decoding or normalisation.
+    pub path: Cow<'a, str>,
     /// The raw query after the first `?` (still percent-encoded, without the
     /// `?` and without any fragment). `Some("")` for a bare trailing `?`.
     pub query: Option<&'a str>,
@@ -140,6 +141,15 @@ const LOCATION_ESCAPE: &AsciiSet = &CONTROLS
 /// absolute-form, has a bad `%` escape, decodes to a control character,
 /// backslash or invalid UTF-8, or climbs above the root with `..`.
 pub fn normalize(target: &str) -> Result<Target<'_>, PathError> {
+    // Fast path, the common case: an origin-form path of plain characters, with no query,
+    // no percent-escapes, no empty or dot-leading segments. It is already normalised.
+    if is_plain(target.as_bytes()) {
+        return Ok(Target {
+            path: Cow::Borrowed(target),
+            query: None,
+            trailing_slash: target.len() > 1 && target.ends_with('/'),
+        });
+    }
     let (rest, absolute) = match strip_absolute_form(target)? {
         Some(rest) => (rest, true),
         None => (target, false),
@@ -169,10 +179,30 @@ pub fn normalize(target: &str) -> Result<Target<'_>, PathError> {
     let path = resolve_dot_segments(&decoded)?;
     let trailing_slash = path.len() > 1 && path.ends_with('/');
     Ok(Target {
-        path,
+        path: Cow::Owned(path),
         query,
         trailing_slash,
     })
+}
+
+/// `/` followed by unreserved characters and `/`, where no segment is empty or starts with
+/// a dot: nothing to decode, resolve or hide, so the slow path would return it unchanged.
+fn is_plain(p: &[u8]) -> bool {
+    let mut prev = 0u8;
+    if p.first() != Some(&b'/') {
+        return false;
+    }
+    for &b in p {
+        let ok = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'~')
+            || (b == b'.' && prev != b'/')
+            || (b == b'/' && prev != b'/');
+        if !ok {
+            return false;
+        }
+        prev = b;
+    }
+    true
 }
 
 /// True when some segment of `path` starts with `.` (dotfiles such as
@@ -183,6 +213,10 @@ pub fn normalize(target: &str) -> Result<Target<'_>, PathError> {
 /// `"/a.b/c"` → false.
 #[must_use]
 pub fn is_hidden(path: &str) -> bool {
+    // Most paths have no "/." at all: one byte scan settles them.
+    if !path.as_bytes().windows(2).any(|w| w == b"/.") {
+        return false;
+    }
     path.split('/')
         .filter(|s| !s.is_empty())
         .enumerate()
@@ -429,7 +463,7 @@ mod tests {
     fn normalize_table() {
         for &(input, want) in NORMALIZE {
             let got = normalize(input)
-                .map(|t| (t.path, t.query, t.trailing_slash))
+                .map(|t| (t.path.into_owned(), t.query, t.trailing_slash))
                 .ok();
             let want = want.map(|(p, q, t)| (p.to_string(), q, t));
             assert_eq!(got, want, "normalize({input:?})");

@@ -33,7 +33,7 @@ pub fn resolve(site: &Site, target: &Target) -> Result<Resolved, Status> {
         return Ok(Resolved::File {
             file,
             meta,
-            path: target.path.clone(),
+            path: target.path.to_string(),
         });
     }
     if !meta.is_dir() {

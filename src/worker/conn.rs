@@ -92,6 +92,9 @@ pub struct Conn {
     rend: usize,
     /// What is left of the last request's body, read and thrown away before the next head.
     discard: BodySkipper,
+    /// The response being written answers a malformed request: after it, linger (the
+    /// client may still be sending) instead of closing at once.
+    framing_error: bool,
     /// Response bytes: `out[out_pos..]` still to send.
     out: Vec<u8>,
     out_pos: usize,
@@ -110,6 +113,7 @@ impl Conn {
             rstart: 0,
             rend: 0,
             discard: BodySkipper::Done,
+            framing_error: false,
             out: Vec::new(),
             out_pos: 0,
             deadline: now + header_timeout,
@@ -217,6 +221,7 @@ impl Conn {
         }
         self.out.clear();
         self.out_pos = 0;
+        self.framing_error = parsed.is_err();
         let (outcome, consumed) = match parsed {
             Ok(Some(req)) => {
                 let mut close = !req.keep_alive() || cx.draining;
@@ -229,7 +234,10 @@ impl Conn {
                     BodyFraming::Length(n) if n <= MAX_DISCARD_BODY => {
                         self.discard = BodySkipper::Length(n)
                     }
-                    BodyFraming::Length(_) => status_override = Some(Status::PayloadTooLarge),
+                    BodyFraming::Length(_) => {
+                        self.framing_error = true;
+                        status_override = Some(Status::PayloadTooLarge)
+                    }
                     // Bounded by MAX_DISCARD_BODY while skipping.
                     BodyFraming::Chunked => self.discard = BodySkipper::chunked(),
                 }
@@ -345,22 +353,47 @@ impl Conn {
         self.out.clear();
         self.out_pos = 0;
         if close {
+            if !self.framing_error
+                && self.rstart == self.rend
+                && self.discard.is_done()
+                && self.nothing_unread()
+            {
+                // Nothing pending in either direction: a plain close sends FIN, no RST.
+                return Step::Wait(Wait::Close);
+            }
             let _ = self.stream.shutdown(Shutdown::Write);
             self.state = ConnState::Lingering;
             self.deadline = cx.now + LINGER;
             return Step::Continue;
         }
         self.state = ConnState::ReadingHead;
-        self.deadline = if self.rstart < self.rend {
-            cx.now + cx.site.config.header_timeout
-        } else {
-            cx.now + cx.site.config.keepalive_timeout
-        };
-        if self.rstart == self.rend {
-            self.rstart = 0;
-            self.rend = 0;
+        if self.rstart < self.rend {
+            // Pipelined input is waiting: parse it now.
+            self.deadline = cx.now + cx.site.config.header_timeout;
+            return Step::Continue;
         }
-        Step::Continue
+        self.rstart = 0;
+        self.rend = 0;
+        self.deadline = cx.now + cx.site.config.keepalive_timeout;
+        if cx.draining {
+            // A response begun before the drain: read_head closes the now idle connection
+            // (after answering a request that may already be here).
+            return Step::Continue;
+        }
+        // Nothing buffered: wait for the next request rather than try a read that would
+        // almost always answer EAGAIN (epoll is level-triggered, so nothing is missed).
+        Step::Wait(Wait::Readable)
+    }
+
+    /// One non-blocking read before a close: true when the client has sent nothing more
+    /// (or has closed), so closing now cannot turn into a reset.
+    fn nothing_unread(&mut self) -> bool {
+        let mut probe = [0u8; 64];
+        match (&self.stream).read(&mut probe) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        }
     }
 
     fn finish_log(&mut self, cx: &mut Ctx) {

@@ -61,6 +61,8 @@ struct Slot {
     conn: Option<Conn>,
     /// Current epoll interest.
     writable: bool,
+    /// Added to the epoll set yet (a connection is registered only once it has to wait).
+    registered: bool,
 }
 
 struct Worker {
@@ -250,23 +252,20 @@ impl Worker {
                     generation: 0,
                     conn: None,
                     writable: false,
+                    registered: false,
                 });
                 self.slots.len() - 1
             }
         };
         let slot = &mut self.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
-        let token = (u64::from(slot.generation) << 32) | index as u64;
-        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, token);
-        if let Err(e) = self.epoll.add(stream.as_fd(), ev) {
-            log::error(format_args!("epoll add failed: {e}"));
-            self.free.push(index as u32);
-            return;
-        }
         slot.conn = Some(Conn::new(stream, ip, now, self.site.config.header_timeout));
         slot.writable = false;
+        slot.registered = false;
         self.live += 1;
-        // Most clients send their request with the handshake: try it now, saving a wake-up.
+        // Most clients send their request with the handshake: serve it now. The connection
+        // joins the epoll set only if it has to wait, so a one-request connection never
+        // costs an epoll_ctl.
         self.drive(now, index);
     }
 
@@ -281,12 +280,9 @@ impl Worker {
         }
     }
 
-    fn drive(&mut self, now: Instant, index: usize) {
-        let slot = &mut self.slots[index];
-        let Some(conn) = slot.conn.as_mut() else {
-            return;
-        };
-        let mut cx = Ctx {
+    /// The connection table and a [`Ctx`] over the rest of the worker, borrowed apart.
+    fn parts(&mut self, now: Instant) -> (&mut Vec<Slot>, Ctx<'_>) {
+        let cx = Ctx {
             site: &self.site,
             date: &self.date,
             log: &mut self.log,
@@ -294,30 +290,47 @@ impl Worker {
             now,
             draining: self.draining.is_some(),
         };
-        match conn.drive(&mut cx) {
-            Wait::Close => self.close(index),
-            w => {
-                let writable = w == Wait::Writable;
-                if writable != slot.writable {
-                    let flags = if writable {
-                        EpollFlags::EPOLLOUT
-                    } else {
-                        EpollFlags::EPOLLIN
-                    } | EpollFlags::EPOLLRDHUP;
-                    let token = (u64::from(slot.generation) << 32) | index as u64;
-                    let conn = slot.conn.as_ref().expect("checked above");
-                    if self
-                        .epoll
-                        .modify(conn.stream.as_fd(), &mut EpollEvent::new(flags, token))
-                        .is_err()
-                    {
-                        self.close(index);
-                        return;
-                    }
-                    self.slots[index].writable = writable;
-                }
-            }
+        (&mut self.slots, cx)
+    }
+
+    /// Drives one connection, then makes its epoll registration match what it waits for.
+    fn drive(&mut self, now: Instant, index: usize) {
+        let (slots, mut cx) = self.parts(now);
+        let Some(conn) = slots[index].conn.as_mut() else {
+            return;
+        };
+        let wait = conn.drive(&mut cx);
+        if wait == Wait::Close || self.watch(index, wait == Wait::Writable).is_err() {
+            self.close(index);
         }
+    }
+
+    /// Registers the connection for `writable` (EPOLLOUT) or readable (EPOLLIN) interest,
+    /// adding it to the epoll set on its first wait, modifying only on a change.
+    fn watch(&mut self, index: usize, writable: bool) -> nix::Result<()> {
+        let slot = &mut self.slots[index];
+        if slot.registered && slot.writable == writable {
+            return Ok(());
+        }
+        let flags = if writable {
+            EpollFlags::EPOLLOUT
+        } else {
+            EpollFlags::EPOLLIN
+        } | EpollFlags::EPOLLRDHUP;
+        let token = (u64::from(slot.generation) << 32) | index as u64;
+        let conn = slot
+            .conn
+            .as_ref()
+            .expect("watch is called for live connections");
+        let mut ev = EpollEvent::new(flags, token);
+        if slot.registered {
+            self.epoll.modify(conn.stream.as_fd(), &mut ev)?;
+        } else {
+            self.epoll.add(conn.stream.as_fd(), ev)?;
+            slot.registered = true;
+        }
+        slot.writable = writable;
+        Ok(())
     }
 
     fn close(&mut self, index: usize) {
@@ -343,19 +356,9 @@ impl Worker {
             }
         }
         for index in 0..self.slots.len() {
-            let expired = matches!(&self.slots[index].conn, Some(c) if c.deadline <= now);
-            if expired {
-                let mut cx = Ctx {
-                    site: &self.site,
-                    date: &self.date,
-                    log: &mut self.log,
-                    pool: &mut self.pool,
-                    now,
-                    draining: self.draining.is_some(),
-                };
-                if let Some(conn) = self.slots[index].conn.as_mut() {
-                    conn.on_timeout(&mut cx);
-                }
+            let (slots, mut cx) = self.parts(now);
+            if let Some(conn) = slots[index].conn.as_mut().filter(|c| c.deadline <= now) {
+                conn.on_timeout(&mut cx);
                 self.close(index);
             }
         }
