@@ -169,6 +169,7 @@ fn client_that_never_reads_is_dropped_after_send_timeout() {
     );
     big_file(&s, "big.bin", BIG);
     let worker = only_worker(&s);
+    warm_file_cache(&s, "/big.bin");
     let base = settled_fd_count(worker);
 
     let mut stalled = s.connect();
@@ -269,6 +270,7 @@ fn reset_mid_transfer_costs_nothing() {
     let s = start_with_workers("hostile-reset", "[log]\naccess = \"off\"", 1);
     big_file(&s, "big.bin", BIG);
     let worker = only_worker(&s);
+    warm_file_cache(&s, "/big.bin");
     let base = settled_fd_count(worker);
     for _ in 0..10 {
         let mut c = s.connect();
@@ -385,4 +387,12 @@ fn pipelined_flood_is_answered_in_order() {
         assert_eq!((r.status, r.body.as_slice()), (200, want), "response {i}");
     }
     assert_eq!(rs[500].body, b"hello\n");
+}
+
+/// One HEAD of `path`: the worker's file cache now holds its descriptor, which is the
+/// steady state a baseline fd count must include (a cached descriptor is not a leak).
+fn warm_file_cache(s: &Srvd, path: &str) {
+    let head = format!("HEAD {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let r = Response::parse_with(&s.raw(head.as_bytes()), true).expect("a response");
+    assert_eq!(r.status, 200);
 }

@@ -311,3 +311,40 @@ fn access_log_gets_one_combined_line_per_request() {
         "the line also went to stdout"
     );
 }
+
+#[test]
+fn a_changed_file_is_served_new_on_the_very_next_request() {
+    // One worker, so every request hits the same file cache.
+    let s = Srvd::prepare_with_workers("cache-fresh", "", 1).start_prepared();
+    let small_a = vec![b'a'; 1000];
+    let small_b = vec![b'b'; 1000];
+    let large_a = vec![b'A'; 200_000];
+    let large_b = vec![b'B'; 200_000];
+    for (name, first, second) in [
+        ("small.txt", &small_a, &small_b),
+        ("large.bin", &large_a, &large_b),
+    ] {
+        let path = s.file(name, first);
+        for _ in 0..3 {
+            assert_eq!(&s.get(&format!("/{name}")).body, first, "{name} cached");
+        }
+        // In place, same size: only mtime/ctime (nanoseconds) tell.
+        std::fs::write(&path, second).unwrap();
+        assert_eq!(
+            &s.get(&format!("/{name}")).body,
+            second,
+            "{name} rewritten in place"
+        );
+        // Replaced by rename (a new inode), the way deploy tools do it.
+        let tmp = s.root.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, first).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert_eq!(
+            &s.get(&format!("/{name}")).body,
+            first,
+            "{name} replaced by rename"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(s.get(&format!("/{name}")).status, 404, "{name} removed");
+    }
+}

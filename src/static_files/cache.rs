@@ -1,5 +1,6 @@
-//! A worker's cache of small files: their bytes and their precomputed validators, so a hit
-//! costs one `fstatat` (revalidation) instead of open + fstat + read + close.
+//! A worker's cache of files: the bytes of small files, an open descriptor for large ones,
+//! and their precomputed validators, so a hit costs one `fstatat` (revalidation) instead
+//! of open + fstat (+ read) + close.
 //!
 //! Never stale: every hit stats the file again and compares its [`FileId`] (device, inode,
 //! size, mtime and ctime in nanoseconds) with the cached one; any difference, or a failed
@@ -7,11 +8,15 @@
 //! beneath the root again). A file changed on disk is therefore served new on the very
 //! next request.
 //!
-//! Bounded: at most [`MAX_ENTRIES`] entries and [`MAX_BYTES`] of content per worker; when
-//! an insert would exceed either, the cache is emptied (simple, and rare for a static site
-//! whose hot set fits).
+//! Bounded: at most [`MAX_ENTRIES`] entries, [`MAX_BYTES`] of content and
+//! [`MAX_OPEN_FILES`] descriptors per worker; when an insert would exceed one, the cache is
+//! emptied (simple, and rare for a static site whose hot set fits). A descriptor still in
+//! use by a response stays open until that response ends (`Rc`).
 
 use std::time::SystemTime;
+
+use std::fs::File;
+use std::rc::Rc;
 
 use crate::sys::fs::{FileId, RootDir};
 
@@ -20,6 +25,31 @@ pub const MAX_ENTRIES: usize = 4096;
 /// Most content bytes cached per worker: small enough to keep a worker's RSS modest,
 /// large enough for a typical site's hot HTML, CSS, JS and icons.
 pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Most descriptors of large files kept open per worker, well below common fd limits.
+pub const MAX_OPEN_FILES: usize = 128;
+
+/// What a cache entry holds of the file's content.
+#[derive(Debug)]
+pub enum Content {
+    /// A small file, whole.
+    Bytes(Box<[u8]>),
+    /// A large file, open; responses send from it with offsets (sendfile, pread), so one
+    /// descriptor serves any number of concurrent responses.
+    File(Rc<File>),
+}
+
+impl Content {
+    fn bytes(&self) -> usize {
+        match self {
+            Content::Bytes(b) => b.len(),
+            Content::File(_) => 0,
+        }
+    }
+
+    fn files(&self) -> usize {
+        usize::from(matches!(self, Content::File(_)))
+    }
+}
 
 /// One cached file.
 #[derive(Debug)]
@@ -33,7 +63,7 @@ pub struct Entry {
     pub last_modified: SystemTime,
     /// `Last-Modified` value, formatted once.
     pub last_modified_text: String,
-    pub body: Box<[u8]>,
+    pub body: Content,
 }
 
 /// Request path → cached file.
@@ -43,6 +73,7 @@ pub struct FileCache {
     /// inserted), and the map is bounded, so a cheap hash is safe here.
     map: rustc_hash::FxHashMap<String, Entry>,
     bytes: usize,
+    files: usize,
 }
 
 impl FileCache {
@@ -54,7 +85,7 @@ impl FileCache {
         };
         if !fresh {
             if let Some(old) = self.map.remove(key) {
-                self.bytes -= old.body.len();
+                self.forget(&old);
             }
             return None;
         }
@@ -69,15 +100,25 @@ impl FileCache {
 
     /// Caches `entry` under `key` and returns it.
     pub fn insert(&mut self, key: String, entry: Entry) -> &Entry {
-        if self.map.len() >= MAX_ENTRIES || self.bytes + entry.body.len() > MAX_BYTES {
+        if self.map.len() >= MAX_ENTRIES
+            || self.bytes + entry.body.bytes() > MAX_BYTES
+            || self.files + entry.body.files() > MAX_OPEN_FILES
+        {
             self.map.clear();
             self.bytes = 0;
+            self.files = 0;
         }
-        self.bytes += entry.body.len();
+        self.bytes += entry.body.bytes();
+        self.files += entry.body.files();
         if let Some(old) = self.map.insert(key.clone(), entry) {
-            self.bytes -= old.body.len();
+            self.forget(&old);
         }
         self.map.get(&key).expect("just inserted")
+    }
+
+    fn forget(&mut self, old: &Entry) {
+        self.bytes -= old.body.bytes();
+        self.files -= old.body.files();
     }
 
     /// Number of cached files.
@@ -105,7 +146,7 @@ mod tests {
             etag: "\"x\"".into(),
             last_modified: UNIX_EPOCH,
             last_modified_text: String::new(),
-            body: body.into(),
+            body: Content::Bytes(body.into()),
         }
     }
 
@@ -123,7 +164,9 @@ mod tests {
         let root = RootDir::open(&dir).unwrap();
         let mut cache = FileCache::default();
         cache.insert("/a.txt".into(), entry(&root, "a.txt", b"one"));
-        assert_eq!(&*cache.get(&root, "/a.txt").unwrap().body, b"one");
+        assert!(
+            matches!(&cache.get(&root, "/a.txt").unwrap().body, Content::Bytes(b) if &b[..] == b"one")
+        );
         // Same size, new content: mtime/ctime in nanoseconds differ.
         std::fs::write(dir.join("a.txt"), b"two").unwrap();
         assert!(cache.get(&root, "/a.txt").is_none());

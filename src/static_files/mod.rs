@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
+use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
@@ -30,6 +31,7 @@ use crate::http::range::{self, RangeOutcome};
 use crate::http::response::{Connection, ContentRange, Head};
 use crate::http::{Method, Request, Status};
 use crate::sys::fs::{FileId, RootDir};
+use cache::Content;
 
 /// Files up to this size are read into the response buffer and leave with the head in a
 /// single write; larger ones are sent with sendfile. 16 KiB keeps the copy cheap and the
@@ -65,13 +67,13 @@ pub enum Body {
     None,
     /// A byte range `[offset, end)` of an open file, sent with sendfile.
     File {
-        file: File,
+        file: Rc<File>,
         offset: u64,
         end: u64,
     },
     /// multipart/byteranges: literal part heads interleaved with file ranges.
     Multipart {
-        file: File,
+        file: Rc<File>,
         chunks: VecDeque<Chunk>,
     },
 }
@@ -142,16 +144,11 @@ fn serve(
     }
     // 4. resolve: the worker's cache first (one fstatat), else open beneath the root
     let mut cache = site.cache.borrow_mut();
-    let mut opened = None;
     if cache.get(&site.root, &target.path).is_none() {
         match resolve::resolve(site, &target)? {
             resolve::Resolved::File { file, meta, path } => {
-                if meta.len() <= SMALL_FILE_MAX {
-                    let entry = read_entry(file, &meta, path)?;
-                    cache.insert(target.path.to_string(), entry);
-                } else {
-                    opened = Some((file, meta, path));
-                }
+                let entry = new_entry(file, &meta, path)?;
+                cache.insert(target.path.to_string(), entry);
             }
             resolve::Resolved::Redirect(location) => {
                 let mut head = Head::new(Status::MovedPermanently, 0);
@@ -168,32 +165,19 @@ fn serve(
             }
         }
     }
-    let large;
-    let rep = match opened {
-        Some((file, meta, path)) => {
-            large = Large::new(&meta);
-            Rep {
-                etag: &large.etag,
-                last_modified: large.last_modified,
-                last_modified_text: &large.last_modified_text,
-                len: meta.len(),
-                content_type: site.config.mime.lookup(&path),
-                body: RepBody::File(file),
-            }
-        }
-        None => {
-            let e = cache
-                .get_unchecked(&target.path)
-                .expect("present: found or inserted above");
-            Rep {
-                etag: &e.etag,
-                last_modified: e.last_modified,
-                last_modified_text: &e.last_modified_text,
-                len: e.body.len() as u64,
-                content_type: site.config.mime.lookup(&e.served_path),
-                body: RepBody::Memory(&e.body),
-            }
-        }
+    let e = cache
+        .get_unchecked(&target.path)
+        .expect("present: found or inserted above");
+    let rep = Rep {
+        etag: &e.etag,
+        last_modified: e.last_modified,
+        last_modified_text: &e.last_modified_text,
+        len: e.id.size,
+        content_type: site.config.mime.lookup(&e.served_path),
+        body: match &e.body {
+            Content::Bytes(bytes) => RepBody::Memory(bytes),
+            Content::File(file) => RepBody::File(Rc::clone(file)),
+        },
     };
     represent(rep, req, date, conn, out)
 }
@@ -211,26 +195,8 @@ struct Rep<'a> {
 enum RepBody<'a> {
     /// A small file's bytes, from the cache.
     Memory(&'a [u8]),
-    /// A large file, open.
-    File(File),
-}
-
-/// Validators of a large file, computed per request (large files are not cached).
-struct Large {
-    etag: String,
-    last_modified: SystemTime,
-    last_modified_text: String,
-}
-
-impl Large {
-    fn new(meta: &std::fs::Metadata) -> Large {
-        let (etag, last_modified) = validators_of(meta);
-        Large {
-            etag,
-            last_modified,
-            last_modified_text: httpdate::fmt_http_date(last_modified),
-        }
-    }
+    /// A large file, open (shared with the cache).
+    File(Rc<File>),
 }
 
 /// Strong ETag from size, mtime in nanoseconds and inode; Last-Modified in whole seconds
@@ -242,21 +208,27 @@ fn validators_of(meta: &std::fs::Metadata) -> (String, SystemTime) {
     (etag, UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// Reads a small file whole into a cache entry. A read that comes up short (the file
-/// shrank meanwhile) is a 500 for this request rather than a wrong Content-Length.
-fn read_entry(
+/// A cache entry for a file just opened: small files are read whole (a read that comes
+/// up short, because the file shrank meanwhile, is a 500 for this request rather than a
+/// wrong Content-Length); large ones keep their descriptor.
+fn new_entry(
     mut file: File,
     meta: &std::fs::Metadata,
     served_path: String,
 ) -> Result<cache::Entry, Status> {
-    let mut body = Vec::with_capacity(meta.len() as usize);
-    (&mut file)
-        .take(meta.len())
-        .read_to_end(&mut body)
-        .map_err(|_| Status::InternalServerError)?;
-    if body.len() as u64 != meta.len() {
-        return Err(Status::InternalServerError);
-    }
+    let body = if meta.len() <= SMALL_FILE_MAX {
+        let mut body = Vec::with_capacity(meta.len() as usize);
+        (&mut file)
+            .take(meta.len())
+            .read_to_end(&mut body)
+            .map_err(|_| Status::InternalServerError)?;
+        if body.len() as u64 != meta.len() {
+            return Err(Status::InternalServerError);
+        }
+        Content::Bytes(body.into_boxed_slice())
+    } else {
+        Content::File(Rc::new(file))
+    };
     let (etag, last_modified) = validators_of(meta);
     Ok(cache::Entry {
         id: FileId::of(meta),
@@ -265,7 +237,7 @@ fn read_entry(
         etag,
         last_modified,
         last_modified_text: httpdate::fmt_http_date(last_modified),
-        body: body.into_boxed_slice(),
+        body,
     })
 }
 
@@ -434,19 +406,12 @@ fn body_range(body: RepBody, start: u64, end: u64, status: Status, out: &mut Vec
 
 /// Small ranges are copied behind the head; larger ones become a sendfile body. A file that
 /// shrank under us cannot honour the Content-Length already written: close after it.
-fn file_body(mut file: File, start: u64, end: u64, status: Status, out: &mut Vec<u8>) -> Outcome {
+fn file_body(file: Rc<File>, start: u64, end: u64, status: Status, out: &mut Vec<u8>) -> Outcome {
     let want = end - start;
     if want <= SMALL_FILE_MAX {
+        // pread: the descriptor is shared, so its file offset is never used.
         let before = out.len();
-        let ok = if start == 0 {
-            (&mut file)
-                .take(want)
-                .read_to_end(out)
-                .is_ok_and(|n| n as u64 == want)
-        } else {
-            read_at(&file, start, want, out)
-        };
-        if !ok {
+        if !read_at(&file, start, want, out) {
             out.truncate(before);
             return Outcome {
                 status,

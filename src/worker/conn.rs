@@ -29,8 +29,9 @@ use crate::sys::socket::send;
 
 /// Initial read buffer: enough for any ordinary request head.
 const READ_BUF: usize = 4 * 1024;
-/// Initial response buffer: a head plus a small file body.
-const OUT_BUF: usize = 1024;
+/// Initial response buffer: a head plus a small file body (it grows as needed and is
+/// pooled, so it grows once per buffer, not once per request).
+const OUT_BUF: usize = 4 * 1024;
 /// Largest request body that is read and thrown away to keep the connection usable;
 /// past it the answer is 413 and the connection closes. A static server has no use for
 /// bodies, so this only needs to cover clients that send small ones by habit.
@@ -66,7 +67,7 @@ pub struct Ctx<'a> {
     pub site: &'a Site,
     pub date: &'a DateCache,
     pub log: &'a mut AccessLog,
-    pub pool: &'a mut Vec<Vec<u8>>,
+    pub pool: &'a mut BufPool,
     pub now: Instant,
     pub draining: bool,
 }
@@ -180,7 +181,7 @@ impl Conn {
     fn read_more(&mut self, cx: &mut Ctx) -> Step {
         let was_idle = self.is_idle();
         if self.rbuf.is_empty() {
-            self.rbuf = cx.pool.pop().unwrap_or_else(|| vec![0; READ_BUF]);
+            self.rbuf = cx.pool.take_read();
         }
         if self.rend == self.rbuf.len() {
             if self.rstart > 0 {
@@ -217,7 +218,7 @@ impl Conn {
         }
         let date = cx.date.get();
         if self.out.capacity() == 0 {
-            self.out = Vec::with_capacity(OUT_BUF);
+            self.out = cx.pool.take_out();
         }
         self.out.clear();
         self.out_pos = 0;
@@ -448,30 +449,62 @@ impl Conn {
     }
 
     /// Returns idle buffers to the worker's pool, so an idle connection costs only its
-    /// struct (the pool is bounded by the caller).
-    fn release_buffers(&mut self, pool: &mut Vec<Vec<u8>>) {
+    /// struct, and the next request reuses warm buffers instead of allocating.
+    fn release_buffers(&mut self, pool: &mut BufPool) {
         self.rstart = 0;
         self.rend = 0;
-        if self.rbuf.len() == READ_BUF && pool.len() < POOL_MAX {
-            pool.push(std::mem::take(&mut self.rbuf));
-        } else {
-            self.rbuf = Vec::new();
-        }
-        self.out = Vec::new();
+        pool.put_read(std::mem::take(&mut self.rbuf));
+        pool.put_out(std::mem::take(&mut self.out));
         self.log.line = Vec::new();
     }
 
-    /// Drops the buffers with the connection (used on close).
-    pub fn recycle(mut self, pool: &mut Vec<Vec<u8>>) {
-        if self.rbuf.len() == READ_BUF && pool.len() < POOL_MAX {
-            pool.push(std::mem::take(&mut self.rbuf));
-        }
-        let _ = self.stream.as_fd();
+    /// Hands the buffers back as the connection closes.
+    pub fn recycle(mut self, pool: &mut BufPool) {
+        self.release_buffers(pool);
     }
 }
 
-/// Most spare read buffers a worker keeps.
-const POOL_MAX: usize = 256;
+/// Spare buffers of one worker, bounded: a burst of connections does not leave a
+/// permanent high-water mark of memory behind.
+#[derive(Default)]
+pub struct BufPool {
+    read: Vec<Vec<u8>>,
+    out: Vec<Vec<u8>>,
+}
+
+impl BufPool {
+    /// Most spare buffers of each kind kept.
+    const MAX: usize = 256;
+    /// Response buffers that grew past this (a multipart head, a large 404 page) are
+    /// freed rather than kept.
+    const OUT_KEEP: usize = 64 * 1024;
+
+    /// A zero-filled read buffer of READ_BUF bytes (reads need initialised memory).
+    fn take_read(&mut self) -> Vec<u8> {
+        self.read.pop().unwrap_or_else(|| vec![0; READ_BUF])
+    }
+
+    fn put_read(&mut self, buf: Vec<u8>) {
+        // Only standard-size buffers: one grown for a huge head is dropped.
+        if buf.len() == READ_BUF && self.read.len() < Self::MAX {
+            self.read.push(buf);
+        }
+    }
+
+    /// An empty response buffer.
+    fn take_out(&mut self) -> Vec<u8> {
+        self.out
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(OUT_BUF))
+    }
+
+    fn put_out(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() > 0 && buf.capacity() <= Self::OUT_KEEP && self.out.len() < Self::MAX {
+            buf.clear();
+            self.out.push(buf);
+        }
+    }
+}
 
 enum Step {
     Continue,
