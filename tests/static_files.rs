@@ -348,3 +348,33 @@ fn a_changed_file_is_served_new_on_the_very_next_request() {
         assert_eq!(s.get(&format!("/{name}")).status, 404, "{name} removed");
     }
 }
+
+#[test]
+fn small_files_past_the_cache_byte_budget_are_served_right_and_fresh() {
+    // 200 files of 12 KiB (2.4 MB) overflow the worker's 1 MiB byte budget, so the later
+    // ones are cached as open descriptors and read with pread on every hit.
+    let s = Srvd::prepare_with_workers("cache-budget", "", 1).start_prepared();
+    let body =
+        |i: usize, gen: u8| -> Vec<u8> { (0..12 * 1024).map(|j| (i + j) as u8 ^ gen).collect() };
+    for i in 0..200 {
+        s.file(&format!("f/{i}.bin"), body(i, 0));
+    }
+    for _ in 0..2 {
+        for i in 0..200 {
+            let r = s.get(&format!("/f/{i}.bin"));
+            assert_eq!(r.status, 200);
+            assert!(r.body == body(i, 0), "file {i}");
+        }
+    }
+    std::fs::write(s.root.join("f/199.bin"), body(199, 0x55)).unwrap();
+    assert!(
+        s.get("/f/199.bin").body == body(199, 0x55),
+        "rewritten file served new"
+    );
+    let r = s
+        .request("GET /f/150.bin HTTP/1.1\r\nHost: a\r\nRange: bytes=100-199\r\nConnection: close");
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (206, &body(150, 0)[100..200])
+    );
+}

@@ -81,6 +81,7 @@ pub struct Master {
 impl Master {
     /// Binds the listener and installs the signal handlers; forks nothing yet.
     pub fn new(config: Config, config_path: PathBuf) -> io::Result<Master> {
+        raise_fd_limit();
         let socket = crate::sys::socket::bind_listener(config.listen).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
         })?;
@@ -437,6 +438,18 @@ impl Master {
             self.live_in(self.generation),
             self.last_reload
         )
+    }
+}
+
+/// Raises the soft fd limit to the hard one (inherited by the workers): each worker may
+/// hold `max_connections` sockets plus cached files, and the common soft default (1024) is
+/// lower than that. Failure only means the old limit stays.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }
 

@@ -9,9 +9,11 @@
 //! next request.
 //!
 //! Bounded: at most [`MAX_ENTRIES`] entries, [`MAX_BYTES`] of content and
-//! [`MAX_OPEN_FILES`] descriptors per worker; when an insert would exceed one, the cache is
-//! emptied (simple, and rare for a static site whose hot set fits). A descriptor still in
-//! use by a response stays open until that response ends (`Rc`).
+//! [`FileCache::max_files`] descriptors per worker. Small files are kept as bytes while the
+//! byte budget lasts and as descriptors after that (a descriptor costs no resident memory:
+//! the page cache holds the data, and a hit pays one `pread`). When an insert would exceed
+//! a limit anyway, the cache is emptied (simple, and rare). A descriptor still in use by a
+//! response stays open until that response ends (`Rc`).
 
 use std::time::SystemTime;
 
@@ -24,9 +26,11 @@ use crate::sys::fs::{FileId, RootDir};
 pub const MAX_ENTRIES: usize = 4096;
 /// Most content bytes cached per worker: small enough to keep a worker's RSS modest,
 /// large enough for a typical site's hot HTML, CSS, JS and icons.
-pub const MAX_BYTES: usize = 16 * 1024 * 1024;
-/// Most descriptors of large files kept open per worker, well below common fd limits.
-pub const MAX_OPEN_FILES: usize = 128;
+/// Kept small on purpose: past it, small files are cached as descriptors, which saves the
+/// same open/fstat/close syscalls without adding to the worker's resident memory.
+pub const MAX_BYTES: usize = 1024 * 1024;
+/// Most descriptors cached per worker, whatever the fd limit allows.
+pub const MAX_OPEN_FILES: usize = 1024;
 
 /// What a cache entry holds of the file's content.
 #[derive(Debug)]
@@ -67,16 +71,42 @@ pub struct Entry {
 }
 
 /// Request path → cached file.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FileCache {
     /// FxHash: keys are paths of files that exist under the root (only opened files are
     /// inserted), and the map is bounded, so a cheap hash is safe here.
     map: rustc_hash::FxHashMap<String, Entry>,
     bytes: usize,
     files: usize,
+    /// Descriptor budget: a quarter of the fd limit (connections need the rest), at most
+    /// [`MAX_OPEN_FILES`].
+    max_files: usize,
+}
+
+impl Default for FileCache {
+    fn default() -> Self {
+        let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft);
+        FileCache::with_max_files((limit / 4).clamp(16, MAX_OPEN_FILES as u64) as usize)
+    }
 }
 
 impl FileCache {
+    /// An empty cache that keeps at most `max_files` descriptors.
+    pub fn with_max_files(max_files: usize) -> FileCache {
+        FileCache {
+            map: Default::default(),
+            bytes: 0,
+            files: 0,
+            max_files,
+        }
+    }
+
+    /// Whether a small file of `len` bytes still fits the byte budget.
+    pub fn has_room_for_bytes(&self, len: u64) -> bool {
+        self.bytes as u64 + len <= MAX_BYTES as u64
+    }
+
     /// The entry for `key` if the file on disk is still the one cached.
     pub fn get(&mut self, root: &RootDir, key: &str) -> Option<&Entry> {
         let fresh = match self.map.get(key) {
@@ -102,7 +132,7 @@ impl FileCache {
     pub fn insert(&mut self, key: String, entry: Entry) -> &Entry {
         if self.map.len() >= MAX_ENTRIES
             || self.bytes + entry.body.bytes() > MAX_BYTES
-            || self.files + entry.body.files() > MAX_OPEN_FILES
+            || self.files + entry.body.files() > self.max_files
         {
             self.map.clear();
             self.bytes = 0;

@@ -147,7 +147,8 @@ fn serve(
     if cache.get(&site.root, &target.path).is_none() {
         match resolve::resolve(site, &target)? {
             resolve::Resolved::File { file, meta, path } => {
-                let entry = new_entry(file, &meta, path)?;
+                let as_bytes = meta.len() <= SMALL_FILE_MAX && cache.has_room_for_bytes(meta.len());
+                let entry = new_entry(file, &meta, path, as_bytes)?;
                 cache.insert(target.path.to_string(), entry);
             }
             resolve::Resolved::Redirect(location) => {
@@ -208,15 +209,16 @@ fn validators_of(meta: &std::fs::Metadata) -> (String, SystemTime) {
     (etag, UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// A cache entry for a file just opened: small files are read whole (a read that comes
-/// up short, because the file shrank meanwhile, is a 500 for this request rather than a
-/// wrong Content-Length); large ones keep their descriptor.
+/// A cache entry for a file just opened: read whole when `as_bytes` (a read that comes up
+/// short, because the file shrank meanwhile, is a 500 for this request rather than a wrong
+/// Content-Length), else it keeps its descriptor.
 fn new_entry(
     mut file: File,
     meta: &std::fs::Metadata,
     served_path: String,
+    as_bytes: bool,
 ) -> Result<cache::Entry, Status> {
-    let body = if meta.len() <= SMALL_FILE_MAX {
+    let body = if as_bytes {
         let mut body = Vec::with_capacity(meta.len() as usize);
         (&mut file)
             .take(meta.len())
