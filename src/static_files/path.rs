@@ -150,6 +150,11 @@ pub fn normalize(target: &str) -> Result<Target<'_>, PathError> {
             trailing_slash: target.len() > 1 && target.ends_with('/'),
         });
     }
+    normalize_general(target)
+}
+
+/// The full algorithm: absolute-form, query and fragment, percent-decoding, dot segments.
+fn normalize_general(target: &str) -> Result<Target<'_>, PathError> {
     let (rest, absolute) = match strip_absolute_form(target)? {
         Some(rest) => (rest, true),
         None => (target, false),
@@ -458,6 +463,32 @@ mod tests {
         ("//evil.com/", Some(("/evil.com/", None, true))),
         ("//evil.com/a", Some(("/evil.com/a", None, false))),
     ];
+
+    /// The fast path must agree with the general algorithm on every input it takes:
+    /// exhaustively, all strings up to 6 characters over an alphabet that exercises it.
+    #[test]
+    fn fast_path_agrees_with_the_general_path() {
+        let alphabet = ['/', 'a', '.', '-', '~', '_'];
+        let mut inputs = vec![String::new()];
+        let mut checked = 0;
+        for _ in 0..6 {
+            let mut next = Vec::new();
+            for prefix in &inputs {
+                for c in alphabet {
+                    let s = format!("{prefix}{c}");
+                    if is_plain(s.as_bytes()) {
+                        checked += 1;
+                        let fast = normalize(&s).unwrap();
+                        let general = normalize_general(&s).unwrap();
+                        assert_eq!(fast, general, "{s:?}");
+                    }
+                    next.push(s);
+                }
+            }
+            inputs = next;
+        }
+        assert!(checked > 1000, "only {checked} plain inputs");
+    }
 
     #[test]
     fn normalize_table() {
