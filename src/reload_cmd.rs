@@ -39,14 +39,14 @@ pub fn run(config_path: &Path) -> Result<String, String> {
         .parse()
         .map_err(|_| format!("pid file \"{}\" holds no pid", pid_file.display()))?;
     let state = state_path(pid_file);
-    let before = reloads(&state);
+    let before = reloads_done(&state);
     kill(Pid::from_raw(pid), Signal::SIGHUP)
         .map_err(|e| format!("cannot signal master {pid}: {e}"))?;
     let deadline = Instant::now() + WAIT;
     while Instant::now() < deadline {
         if let Some(text) = std::fs::read_to_string(&state)
             .ok()
-            .filter(|_| reloads(&state) > before)
+            .filter(|_| reloads_done(&state) > before)
         {
             let result = text
                 .lines()
@@ -69,7 +69,9 @@ pub fn run(config_path: &Path) -> Result<String, String> {
     Err(format!("no answer from master {pid} within {WAIT:?}"))
 }
 
-fn reloads(state: &Path) -> u64 {
+/// `reloads=` from a `<pid_file>.reload` file: how many reloads the running master has
+/// finished (0 while the file is absent).
+pub fn reloads_done(state: &Path) -> u64 {
     std::fs::read_to_string(state)
         .ok()
         .and_then(|t| {

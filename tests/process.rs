@@ -54,16 +54,7 @@ fn count_lines(s: &Srvd, needle: &str) -> usize {
     s.error_log().lines().filter(|l| l.contains(needle)).count()
 }
 
-/// `reloads=` from `<pid_file>.reload` (0 while absent).
-fn reloads(state: &Path) -> u64 {
-    std::fs::read_to_string(state)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("reloads=")?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+use srvd::reload_cmd::reloads_done as reloads;
 
 /// Sends HUP and waits for the master to publish the outcome; returns the `result=` line.
 fn hup_and_wait(s: &Srvd, state: &Path) -> String {
@@ -87,20 +78,6 @@ fn start_with_pid_file(name: &str, extra: &str) -> (Srvd, PathBuf) {
 
 fn all_gone(pids: &[i32]) -> bool {
     pids.iter().all(|&p| !alive(p))
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so a corrupted download shows.
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 fn sha256(bytes: &[u8]) -> Vec<u8> {
@@ -517,7 +494,7 @@ fn every_worker_holds_only_its_own_fds() {
 #[test]
 fn term_finishes_an_in_flight_download_and_exits_zero() {
     let mut s = Srvd::start("term-drain", "");
-    let data = noise(16 << 20);
+    let data = noise(16 << 20, 0x9E37_79B9_7F4A_7C15);
     s.file("big.bin", &data);
     let mut c = s.connect();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

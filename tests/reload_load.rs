@@ -26,25 +26,9 @@ const HUPS: u32 = 10;
 /// Per-client cap on requests, so the test is bounded in count as well as time.
 const MAX_REQUESTS: u64 = 200_000;
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn reloads(state: &Path) -> (u64, String) {
     let text = std::fs::read_to_string(state).unwrap_or_default();
-    let n = text
-        .lines()
-        .find_map(|l| l.strip_prefix("reloads=")?.parse().ok())
-        .unwrap_or(0);
+    let n = srvd::reload_cmd::reloads_done(state);
     let result = text
         .lines()
         .find_map(|l| l.strip_prefix("result="))

@@ -96,6 +96,18 @@ pub struct Outcome {
     pub close: bool,
 }
 
+impl Outcome {
+    /// A response whose head (and any small body) is all in the buffer, keep-alive intact.
+    fn head_only(status: Status) -> Outcome {
+        Outcome {
+            status,
+            body: Body::None,
+            body_len: 0,
+            close: false,
+        }
+    }
+}
+
 /// Handles `req` and appends the response head (and small bodies) to `out`.
 pub fn handle(
     site: &Site,
@@ -126,12 +138,7 @@ fn serve(
             head.allow = true;
             head.connection = conn;
             head.encode(date, out);
-            return Ok(Outcome {
-                status: Status::NoContent,
-                body: Body::None,
-                body_len: 0,
-                close: false,
-            });
+            return Ok(Outcome::head_only(Status::NoContent));
         }
         Method::NotAllowed => return Err(Status::MethodNotAllowed),
         Method::Unknown => return Err(Status::NotImplemented),
@@ -157,12 +164,7 @@ fn serve(
                 head.connection = conn;
                 head.content_type = Some("text/html; charset=utf-8");
                 head.encode(date, out);
-                return Ok(Outcome {
-                    status: Status::MovedPermanently,
-                    body: Body::None,
-                    body_len: 0,
-                    close: false,
-                });
+                return Ok(Outcome::head_only(Status::MovedPermanently));
             }
         }
     }
@@ -279,12 +281,7 @@ fn represent(
             head.content_type = None;
             head.accept_ranges = false;
             head.encode(date, out);
-            return Ok(Outcome {
-                status: Status::NotModified,
-                body: Body::None,
-                body_len: 0,
-                close: false,
-            });
+            return Ok(Outcome::head_only(Status::NotModified));
         }
         Precondition::Failed => return Err(Status::PreconditionFailed),
     }
@@ -306,12 +303,7 @@ fn represent(
             // 7. head + body
             head.encode(date, out);
             if is_head {
-                return Ok(Outcome {
-                    status: Status::Ok,
-                    body: Body::None,
-                    body_len: 0,
-                    close: false,
-                });
+                return Ok(Outcome::head_only(Status::Ok));
             }
             return Ok(body_range(rep.body, 0, len, Status::Ok, out));
         }
@@ -321,12 +313,7 @@ fn represent(
             head.content_length = 0;
             head.content_range = Some(ContentRange::Unsatisfied { len });
             head.encode(date, out);
-            return Ok(Outcome {
-                status: Status::RangeNotSatisfiable,
-                body: Body::None,
-                body_len: 0,
-                close: false,
-            });
+            return Ok(Outcome::head_only(Status::RangeNotSatisfiable));
         }
         RangeOutcome::Partial(parts) => parts,
     };

@@ -576,3 +576,18 @@ impl Srvd {
         s
     }
 }
+
+/// Deterministic pseudo-random bytes (xorshift from `seed`), so a corrupted or truncated
+/// download shows in a checksum.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
