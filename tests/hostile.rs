@@ -396,3 +396,30 @@ fn warm_file_cache(s: &Srvd, path: &str) {
     let r = Response::parse_with(&s.raw(head.as_bytes()), true).expect("a response");
     assert_eq!(r.status, 200);
 }
+
+#[test]
+fn running_out_of_descriptors_on_accept_is_logged_and_survived() {
+    let s = start_with_workers("hostile-emfile", "[log]\naccess = \"off\"", 1);
+    let worker = only_worker(&s);
+    assert_eq!(s.get("/").status, 200);
+    // Leave the worker room for only a few more descriptors, from outside (prlimit).
+    let limit = settled_fd_count(worker) + 3;
+    let status = std::process::Command::new("prlimit")
+        .arg(format!("--pid={worker}"))
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(status.success());
+    // More idle clients than descriptors: accept4 fails with EMFILE for some of them.
+    let idle: Vec<TcpStream> = (0..10).map(|_| s.connect()).collect();
+    wait_for("the EMFILE warning", || {
+        s.error_log().contains("Too many open files").then_some(())
+    });
+    assert!(s.error_log().contains("pausing accepts"));
+    // Survived: same worker, and once descriptors free up it serves again (the clients
+    // left in the backlog are accepted after the pause).
+    drop(idle);
+    let r = s.get("/");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"hello\n"[..]));
+    assert_eq!(only_worker(&s), worker);
+}

@@ -692,3 +692,15 @@ fn workers_drop_privileges_to_the_configured_user() {
         );
     }
 }
+
+#[test]
+fn master_is_single_threaded() {
+    let s = Srvd::start("one-thread", "");
+    s.signal(Signal::SIGHUP);
+    assert_eq!(s.get("/").status, 200);
+    for pid in std::iter::once(s.pid().as_raw()).chain(s.workers()) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let threads = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+        assert_eq!(threads.split_whitespace().nth(1), Some("1"), "pid {pid}");
+    }
+}
