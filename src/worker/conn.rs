@@ -39,8 +39,11 @@ pub const MAX_DISCARD_BODY: u64 = 1024 * 1024;
 /// How long a closing connection keeps reading (and discarding) after its final response
 /// before it is closed for good, so unread input does not turn our FIN into a RST.
 const LINGER: Duration = Duration::from_secs(2);
-/// Largest single sendfile call: bounds how long one connection holds the loop.
-const SENDFILE_CHUNK: usize = 512 * 1024;
+/// Largest single sendfile call: bounds how long one connection holds the loop (about
+/// 2 ms at loopback speed; the socket buffer usually ends a call sooner). Larger chunks
+/// mean fewer wake-ups per large file; 4 MiB measured on par with nginx and lighttpd for
+/// 10 MiB downloads, 512 KiB slightly behind (within noise).
+const SENDFILE_CHUNK: usize = 4 * 1024 * 1024;
 
 /// Where a connection is in its life.
 #[derive(Debug)]
