@@ -258,7 +258,7 @@ fn sigterm_during_worker_start_is_not_lost() {
     );
     let fifo = s.dir.join("log.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let mut s = s.start_prepared();
+    let mut s = s.start_unready();
     let workers = s.workers();
     assert!(
         workers.iter().all(|&p| !worker_ready(p)),

@@ -99,10 +99,12 @@ fn hup_with_new_root_serves_it_and_old_workers_leave() {
     wait_for("the new root to serve", || {
         (s.get("/").body == b"second\n").then_some(())
     });
-    wait_for("old workers to exit", || all_gone(&old).then_some(()));
-    let now = s.workers();
-    assert_eq!(now.len(), 2, "{now:?}");
-    assert!(now.iter().all(|p| !old.contains(p)), "{old:?} vs {now:?}");
+    // Exited is not yet reaped: a zombie still shows among the master's children, so
+    // wait for the final state rather than assert it at the first moment.
+    wait_for("old workers to exit and be reaped", || {
+        let now = s.workers();
+        (all_gone(&old) && now.len() == 2 && now.iter().all(|p| !old.contains(p))).then_some(())
+    });
 }
 
 /// HUP with a config that fails validation: the error is logged with file:line:col and
@@ -699,7 +701,10 @@ fn master_is_single_threaded() {
     s.signal(Signal::SIGHUP);
     assert_eq!(s.get("/").status, 200);
     for pid in std::iter::once(s.pid().as_raw()).chain(s.workers()) {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        // An old-generation worker may exit between listing and reading: skip it.
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
         let threads = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
         assert_eq!(threads.split_whitespace().nth(1), Some("1"), "pid {pid}");
     }

@@ -107,7 +107,20 @@ impl Srvd {
     }
 
     /// Starts it and waits until it accepts connections and all workers exist.
-    pub fn start_prepared(mut self) -> Srvd {
+    pub fn start_prepared(self) -> Srvd {
+        let s = self.start_unready();
+        // connect() succeeds as soon as the master listens (the kernel queues the
+        // connection); a worker serves only once its listener is in its epoll set, so wait
+        // for that too, or a test could act on a server whose workers are still starting.
+        wait_for("every worker to serve", || {
+            s.workers().iter().all(|&p| worker_ready(p)).then_some(())
+        });
+        s
+    }
+
+    /// Spawns srvd and waits only until it accepts connections and all workers exist
+    /// (for tests that hold workers inside their start-up on purpose).
+    pub fn start_unready(mut self) -> Srvd {
         let stderr = std::fs::File::create(self.dir.join("error.log")).unwrap();
         let stdout = std::fs::File::create(self.dir.join("access.log")).unwrap();
         let child = Command::new(bin())
@@ -120,7 +133,7 @@ impl Srvd {
             .expect("spawn srvd");
         self.child = Some(child);
         let n = self.workers_expected;
-        wait_for("srvd to serve", || {
+        wait_for("srvd to accept connections", || {
             (TcpStream::connect(self.addr()).is_ok() && self.workers().len() == n).then_some(())
         });
         self
@@ -398,8 +411,15 @@ impl Srvd {
         }
         self.child = Some(cmd.spawn().expect("spawn srvd"));
         let n = self.workers_expected;
+        // connect() succeeds as soon as the master listens (the kernel queues the
+        // connection); a worker serves only once its listener is in its epoll set, so wait
+        // for that too, or a test could act on a server whose workers are still starting.
         wait_for("srvd to serve", || {
-            (TcpStream::connect(self.addr()).is_ok() && self.workers().len() == n).then_some(())
+            let workers = self.workers();
+            (TcpStream::connect(self.addr()).is_ok()
+                && workers.len() == n
+                && workers.iter().all(|&p| worker_ready(p)))
+            .then_some(())
         });
         self
     }
