@@ -427,6 +427,7 @@ fn every_worker_holds_only_its_own_fds() {
         let mut epolls = 0;
         let mut roots = 0;
         let mut logs = 0;
+        let mut inotifies = 0;
         for (fd, target) in &fds {
             if *fd <= 2 {
                 continue;
@@ -452,6 +453,9 @@ fn every_worker_holds_only_its_own_fds() {
                 }
             } else if target == "anon_inode:[eventpoll]" {
                 epolls += 1;
+            } else if target == "anon_inode:inotify" {
+                // The file cache's change notifications.
+                inotifies += 1;
             } else if Path::new(target) == root {
                 roots += 1;
             } else if Path::new(target) == access {
@@ -461,8 +465,8 @@ fn every_worker_holds_only_its_own_fds() {
             }
         }
         assert_eq!(
-            (listeners, epolls, roots, logs),
-            (1, 1, 1, 1),
+            (listeners, epolls, roots, logs, inotifies),
+            (1, 1, 1, 1, 1),
             "worker {pid}: {fds:?}"
         );
         // Three unix sockets: its channel, and its signal pipe's two ends (signal-hook

@@ -378,3 +378,31 @@ fn small_files_past_the_cache_byte_budget_are_served_right_and_fresh() {
         (206, &body(150, 0)[100..200])
     );
 }
+
+#[test]
+fn cached_files_are_fresh_through_links_and_replaced_directories() {
+    let s = Srvd::prepare_with_workers("cache-paths", "", 1).start_prepared();
+    let get = |p: &str| s.get(p).body_str();
+    // 1. Through a symlinked directory (not watched: revalidated by stat on every hit).
+    s.file("real/a.txt", "one\n");
+    std::os::unix::fs::symlink("real", s.root.join("link")).unwrap();
+    assert_eq!(get("/link/a.txt"), "one\n");
+    assert_eq!(get("/link/a.txt"), "one\n");
+    std::fs::write(s.root.join("real/a.txt"), "two\n").unwrap();
+    assert_eq!(get("/link/a.txt"), "two\n", "through a symlinked directory");
+    // 2. A directory of the path replaced by another (deploy by rename).
+    s.file("d/x.txt", "old\n");
+    assert_eq!(get("/d/x.txt"), "old\n");
+    assert_eq!(get("/d/x.txt"), "old\n");
+    s.file("d.new/x.txt", "new\n");
+    std::fs::rename(s.root.join("d"), s.root.join("d.old")).unwrap();
+    std::fs::rename(s.root.join("d.new"), s.root.join("d")).unwrap();
+    assert_eq!(get("/d/x.txt"), "new\n", "directory replaced");
+    // 3. The same inode changed through another name (a hard link).
+    s.file("h.txt", "first\n");
+    std::fs::hard_link(s.root.join("h.txt"), s.dir.join("outside-link")).unwrap();
+    assert_eq!(get("/h.txt"), "first\n");
+    assert_eq!(get("/h.txt"), "first\n");
+    std::fs::write(s.dir.join("outside-link"), "other\n").unwrap();
+    assert_eq!(get("/h.txt"), "other\n", "changed through a hard link");
+}

@@ -2,11 +2,12 @@
 //! and their precomputed validators, so a hit costs one `fstatat` (revalidation) instead
 //! of open + fstat (+ read) + close.
 //!
-//! Never stale: every hit stats the file again and compares its [`FileId`] (device, inode,
-//! size, mtime and ctime in nanoseconds) with the cached one; any difference, or a failed
-//! stat, drops the entry and the request takes the normal path (which opens the file
-//! beneath the root again). A file changed on disk is therefore served new on the very
-//! next request.
+//! Never stale: a file covered by inotify watches ([`super::watch`]) is dropped, with the
+//! whole cache, as soon as anything about it changes; any other file is stat'ed again on
+//! every hit and its [`FileId`] (device, inode, size, mtime and ctime in nanoseconds)
+//! compared with the cached one; any difference, or a failed stat, drops the entry and the
+//! request takes the normal path (which opens the file beneath the root again). A file
+//! changed on disk is therefore served new on the very next request.
 //!
 //! Bounded: at most [`MAX_ENTRIES`] entries, [`MAX_BYTES`] of content and
 //! [`FileCache::max_files`] descriptors per worker. Small files are kept as bytes while the
@@ -68,6 +69,9 @@ pub struct Entry {
     /// `Last-Modified` value, formatted once.
     pub last_modified_text: String,
     pub body: Content,
+    /// Covered by inotify watches ([`super::watch`]): hits skip the `fstatat`, and any
+    /// change empties the cache instead.
+    pub watched: bool,
 }
 
 /// Request path → cached file.
@@ -111,7 +115,7 @@ impl FileCache {
     pub fn get(&mut self, root: &RootDir, key: &str) -> Option<&Entry> {
         let fresh = match self.map.get(key) {
             None => return None,
-            Some(e) => root.stat_beneath(&e.rel).is_ok_and(|id| id == e.id),
+            Some(e) => e.watched || root.stat_beneath(&e.rel).is_ok_and(|id| id == e.id),
         };
         if !fresh {
             if let Some(old) = self.map.remove(key) {
@@ -151,6 +155,13 @@ impl FileCache {
         self.files -= old.body.files();
     }
 
+    /// Empties the cache (a watched file or directory changed).
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
+        self.files = 0;
+    }
+
     /// Number of cached files.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -177,6 +188,7 @@ mod tests {
             last_modified: UNIX_EPOCH,
             last_modified_text: String::new(),
             body: Content::Bytes(body.into()),
+            watched: false,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod mime;
 pub mod path;
 pub mod resolve;
+pub mod watch;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -49,6 +50,9 @@ pub struct Site {
     pub config: Config,
     pub root: RootDir,
     pub cache: std::cell::RefCell<cache::FileCache>,
+    /// The worker's inotify instance, set by the worker once it runs (`None` in the master,
+    /// or where inotify is unavailable: then every hit revalidates by stat).
+    pub watcher: Option<watch::Watcher>,
 }
 
 impl Site {
@@ -57,6 +61,7 @@ impl Site {
             config,
             root,
             cache: Default::default(),
+            watcher: None,
         }
     }
 }
@@ -155,7 +160,17 @@ fn serve(
         match resolve::resolve(site, &target)? {
             resolve::Resolved::File { file, meta, path } => {
                 let as_bytes = meta.len() <= SMALL_FILE_MAX && cache.has_room_for_bytes(meta.len());
-                let entry = new_entry(file, &meta, path, as_bytes)?;
+                let mut entry = new_entry(file, &meta, path, as_bytes)?;
+                // Watches first, then one more stat: a change between our open and the
+                // watches shows as a different FileId, and such an entry stays unwatched.
+                entry.watched = site
+                    .watcher
+                    .as_ref()
+                    .is_some_and(|w| w.watch(&site.config.root, &entry.rel))
+                    && site
+                        .root
+                        .stat_beneath(&entry.rel)
+                        .is_ok_and(|id| id == entry.id);
                 cache.insert(target.path.to_string(), entry);
             }
             resolve::Resolved::Redirect(location) => {
@@ -242,6 +257,7 @@ fn new_entry(
         last_modified,
         last_modified_text: httpdate::fmt_http_date(last_modified),
         body,
+        watched: false,
     })
 }
 

@@ -32,6 +32,8 @@ use conn::{Conn, Ctx, Wait};
 
 /// Token of the signal pipe.
 const SIGNALS: u64 = u64::MAX;
+/// Token of the file cache's inotify fd.
+const INOTIFY: u64 = u64::MAX - 1;
 /// Tokens of the listeners: `LISTENER_BASE + index`.
 const LISTENER_BASE: u64 = u64::MAX - 64;
 /// Events handled per epoll_wait.
@@ -113,8 +115,10 @@ impl Worker {
         // handlers just installed.
         crate::sys::signals::unblock_all()?;
         epoll.add(signals.fd(), EpollEvent::new(EpollFlags::EPOLLIN, SIGNALS))?;
+        let mut site = init.site;
+        site.watcher = crate::static_files::watch::Watcher::new();
         let mut worker = Worker {
-            site: init.site,
+            site,
             listeners: init.listeners,
             listening: false,
             accept_resume: None,
@@ -132,6 +136,11 @@ impl Worker {
             channel: init.channel,
         };
         worker.listen(true)?;
+        if let Some(w) = &worker.site.watcher {
+            worker
+                .epoll
+                .add(w.fd(), EpollEvent::new(EpollFlags::EPOLLIN, INOTIFY))?;
+        }
         // Tell the master we serve; it retires the old generation only after this.
         (&worker.channel).write_all(b"R")?;
         Ok(worker)
@@ -171,8 +180,14 @@ impl Worker {
             };
             self.date.refresh(SystemTime::now());
             let now = Instant::now();
+            // File changes first: a request in this batch may have been sent right after
+            // a change, and must not be served from the cache it invalidated.
+            if events[..n].iter().any(|e| e.data() == INOTIFY) {
+                self.apply_file_changes();
+            }
             for ev in &events[..n] {
                 match ev.data() {
+                    INOTIFY => {}
                     SIGNALS => {
                         for cmd in self.signals.pending() {
                             match cmd {
@@ -186,7 +201,9 @@ impl Worker {
                             }
                         }
                     }
-                    t if t >= LISTENER_BASE => self.accept(now, (t - LISTENER_BASE) as usize),
+                    t if t >= LISTENER_BASE => {
+                        self.accept(now, (t - LISTENER_BASE) as usize, false)
+                    }
                     t => self.conn_event(now, t, ev.events()),
                 }
             }
@@ -203,14 +220,27 @@ impl Worker {
     }
 
     /// Accepts until the backlog is empty, the table is full or descriptors run out.
-    fn accept(&mut self, now: Instant, index: usize) {
+    ///
+    /// In normal operation one connection per readiness event (`all == false`): every
+    /// connection is then accepted after an `epoll_wait` that also reported any file change
+    /// made before it connected, and the change is applied to the cache first (see
+    /// `run`). Looping here would accept a client that changed a file and reconnected
+    /// while this loop still ran, and serve it from the cache the change invalidated. The
+    /// listener is level-triggered, so what is still queued is reported again at once.
+    /// A drain takes everything queued (`all == true`), after checking for changes itself.
+    fn accept(&mut self, now: Instant, index: usize, all: bool) {
         let max = self.site.config.max_connections;
         while self.live < max && self.draining.is_none() {
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
             match crate::sys::socket::accept(listener) {
-                Ok((stream, ip)) => self.add_conn(now, stream, ip),
+                Ok((stream, ip)) => {
+                    self.add_conn(now, stream, ip);
+                    if !all {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
                     if matches!(
@@ -370,6 +400,13 @@ impl Worker {
         }
     }
 
+    /// Reads pending inotify events; any change empties the file cache.
+    fn apply_file_changes(&mut self) {
+        if self.site.watcher.as_ref().is_some_and(|w| w.changed()) {
+            self.site.cache.borrow_mut().clear();
+        }
+    }
+
     /// Graceful stop: take what is already queued on the listeners, close them, and let
     /// connections finish; idle ones close after a short grace.
     fn begin_drain(&mut self, now: Instant) {
@@ -378,9 +415,11 @@ impl Worker {
         }
         let _ = self.listen(false);
         // Deregistered first, so new connections wake the other generation; then whatever
-        // was already queued is served here rather than reset when the listener closes.
+        // was already queued is served here rather than reset when the listener closes
+        // (after applying any file change, as `run` does before every batch).
+        self.apply_file_changes();
         for i in 0..self.listeners.len() {
-            self.accept(now, i);
+            self.accept(now, i, true);
         }
         self.draining = Some(now + self.site.config.shutdown_timeout);
         self.listeners.clear();
