@@ -305,3 +305,21 @@ fn sigterm_during_worker_start_is_not_lost() {
         workers.iter().all(|&p| !alive(p)).then_some(())
     });
 }
+
+#[test]
+fn workers_stuck_in_start_up_die_with_the_master() {
+    // The access log is a FIFO without a reader: every worker blocks opening it, inside
+    // its start-up, with signals still blocked.
+    let s = Srvd::prepare("startdeath", "[log]\naccess = \"log.fifo\"");
+    let fifo = s.dir.join("log.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut s = s.start_unready();
+    let workers = s.workers();
+    assert!(workers.iter().all(|&p| !worker_ready(p)));
+    // The master dies without a chance to stop anyone.
+    nix::sys::signal::kill(s.pid(), Signal::SIGKILL).unwrap();
+    let _ = s.wait_exit();
+    wait_for("the orphaned workers to die", || {
+        workers.iter().all(|&p| !alive(p)).then_some(())
+    });
+}

@@ -282,6 +282,7 @@ impl Master {
                 // From here on this is a worker; it never returns into master frames.
                 self.signals.forget();
                 let result = (|| -> io::Result<(WorkerInit, AccessLog)> {
+                    process::die_with_master(master, Signal::SIGKILL)?;
                     let root = RootDir::open(&config.root)?;
                     let access_log = AccessLog::open(&config.access_log)?;
                     let init = WorkerInit {
@@ -292,7 +293,7 @@ impl Master {
                     };
                     let mut keep = worker::keep_fds(&init, &access_log);
                     keep.push(init.site.root.as_raw_fd());
-                    process::become_worker(master, &keep)?;
+                    process::become_worker(&keep)?;
                     process::drop_privileges(
                         init.site.config.user.as_deref(),
                         init.site.config.group.as_deref(),

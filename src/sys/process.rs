@@ -29,19 +29,28 @@ pub fn fork_worker() -> io::Result<Forked> {
     }
 }
 
-/// The child's first act after fork: ask to die with the master and close every file
-/// descriptor except stdio and `keep`. Signals stay blocked (the master blocked them
-/// around fork) until the worker has installed its own handlers.
+/// Asks the kernel to send `sig` when the master dies, then checks it has not died
+/// already (between fork and this call the child would have been reparented).
 ///
-/// Signal *handlers* are reset by [`crate::sys::signals::Signals::forget`] before this is
-/// called, so that no inherited handler can write to a pipe we are about to close.
-pub fn become_worker(master: Pid, keep: &[RawFd]) -> io::Result<()> {
-    // A worker must not outlive its master: SIGTERM is the worker's fast stop.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from)?;
-    // The master may have died between fork and prctl: then we were reparented already.
+/// The child's very first act is `die_with_master(master, SIGKILL)`: during start-up all
+/// signals are blocked (see [`crate::sys::signals::Signals::block_all`]) and a step such
+/// as opening a FIFO access log may block, so only an unblockable signal guarantees the
+/// worker cannot outlive its master; a starting worker has nothing to clean up. Once its
+/// handlers run, the worker switches to SIGTERM, its fast stop.
+pub fn die_with_master(master: Pid, sig: Signal) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(sig).map_err(io::Error::from)?;
     if nix::unistd::getppid() != master {
         return Err(io::Error::other("master exited during worker start"));
     }
+    Ok(())
+}
+
+/// Closes every file descriptor except stdio and `keep`. Signals stay blocked (the master
+/// blocked them around fork) until the worker has installed its own handlers.
+///
+/// Signal *handlers* are reset by [`crate::sys::signals::Signals::forget`] before this is
+/// called, so that no inherited handler can write to a pipe we are about to close.
+pub fn become_worker(keep: &[RawFd]) -> io::Result<()> {
     close_fds_except(keep)
 }
 

@@ -114,6 +114,8 @@ impl Worker {
         // Blocked since fork: anything the master sent meanwhile is delivered now, to the
         // handlers just installed.
         crate::sys::signals::unblock_all()?;
+        // From now on the master's death is a fast stop (flush the log, exit), not SIGKILL.
+        crate::sys::process::die_with_master(init.master, nix::sys::signal::Signal::SIGTERM)?;
         epoll.add(signals.fd(), EpollEvent::new(EpollFlags::EPOLLIN, SIGNALS))?;
         let mut site = init.site;
         site.watcher = crate::static_files::watch::Watcher::new();
