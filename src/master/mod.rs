@@ -291,8 +291,7 @@ impl Master {
                         master,
                         site: Site::new(config, root),
                     };
-                    let mut keep = worker::keep_fds(&init, &access_log);
-                    keep.push(init.site.root.as_raw_fd());
+                    let keep = worker::keep_fds(&init, &access_log);
                     process::become_worker(&keep)?;
                     process::drop_privileges(
                         init.site.config.user.as_deref(),

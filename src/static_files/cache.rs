@@ -111,24 +111,26 @@ impl FileCache {
         self.bytes as u64 + len <= MAX_BYTES as u64
     }
 
-    /// The entry for `key` if the file on disk is still the one cached.
-    pub fn get(&mut self, root: &RootDir, key: &str) -> Option<&Entry> {
+    /// Whether `key` is cached and the file on disk is still the one cached; a stale entry
+    /// is dropped. (A bool, not the entry: returning a borrow from one branch while the
+    /// other removes is what the borrow checker refuses, and a second lookup per hit here
+    /// would be a third one per request.)
+    pub fn is_fresh(&mut self, root: &RootDir, key: &str) -> bool {
         let fresh = match self.map.get(key) {
-            None => return None,
+            None => return false,
             Some(e) => e.watched || root.stat_beneath(&e.rel).is_ok_and(|id| id == e.id),
         };
         if !fresh {
             if let Some(old) = self.map.remove(key) {
                 self.forget(&old);
             }
-            return None;
         }
-        self.map.get(key)
+        fresh
     }
 
-    /// The entry for `key` without revalidation: only right after [`FileCache::get`] or
-    /// [`FileCache::insert`] succeeded for the same key in the same request.
-    pub fn get_unchecked(&self, key: &str) -> Option<&Entry> {
+    /// The entry for `key`, without revalidation: only after [`FileCache::is_fresh`] or
+    /// [`FileCache::insert`] for the same key in the same request.
+    pub fn entry(&self, key: &str) -> Option<&Entry> {
         self.map.get(key)
     }
 
@@ -207,11 +209,12 @@ mod tests {
         let mut cache = FileCache::default();
         cache.insert("/a.txt".into(), entry(&root, "a.txt", b"one"));
         assert!(
-            matches!(&cache.get(&root, "/a.txt").unwrap().body, Content::Bytes(b) if &b[..] == b"one")
+            cache.is_fresh(&root, "/a.txt")
+                && matches!(&cache.entry("/a.txt").unwrap().body, Content::Bytes(b) if &b[..] == b"one")
         );
         // Same size, new content: mtime/ctime in nanoseconds differ.
         std::fs::write(dir.join("a.txt"), b"two").unwrap();
-        assert!(cache.get(&root, "/a.txt").is_none());
+        assert!(!cache.is_fresh(&root, "/a.txt"));
         assert!(cache.is_empty());
     }
 
@@ -224,10 +227,10 @@ mod tests {
         cache.insert("/a.txt".into(), entry(&root, "a.txt", b"one"));
         std::fs::write(dir.join("b.txt"), b"one").unwrap();
         std::fs::rename(dir.join("b.txt"), dir.join("a.txt")).unwrap();
-        assert!(cache.get(&root, "/a.txt").is_none(), "another inode");
+        assert!(!cache.is_fresh(&root, "/a.txt"), "another inode");
         cache.insert("/a.txt".into(), entry(&root, "a.txt", b"one"));
         std::fs::remove_file(dir.join("a.txt")).unwrap();
-        assert!(cache.get(&root, "/a.txt").is_none(), "gone");
+        assert!(!cache.is_fresh(&root, "/a.txt"), "gone");
     }
 
     #[test]

@@ -156,7 +156,7 @@ fn serve(
     }
     // 4. resolve: the worker's cache first (one fstatat), else open beneath the root
     let mut cache = site.cache.borrow_mut();
-    if cache.get(&site.root, &target.path).is_none() {
+    if !cache.is_fresh(&site.root, &target.path) {
         match resolve::resolve(site, &target)? {
             resolve::Resolved::File { file, meta, path } => {
                 let as_bytes = meta.len() <= SMALL_FILE_MAX && cache.has_room_for_bytes(meta.len());
@@ -184,7 +184,7 @@ fn serve(
         }
     }
     let e = cache
-        .get_unchecked(&target.path)
+        .entry(&target.path)
         .expect("present: found or inserted above");
     let rep = Rep {
         etag: &e.etag,
@@ -547,9 +547,4 @@ fn boundary_seed() -> u64 {
         h.write_u64(n);
         h.finish()
     })
-}
-
-/// The time of `meta` as a SystemTime (for tests and logging).
-pub fn mtime(meta: &std::fs::Metadata) -> SystemTime {
-    meta.modified().unwrap_or(UNIX_EPOCH)
 }

@@ -434,11 +434,13 @@ impl Worker {
     }
 }
 
-/// Keeps a listener's fd alive in the child: the fds the worker must not close.
+/// The fds a new worker keeps when `become_worker` closes everything else: its listeners,
+/// its channel to the master, its root directory and its access log.
 pub fn keep_fds(init: &WorkerInit, log: &AccessLog) -> Vec<std::os::fd::RawFd> {
     use std::os::fd::AsRawFd;
     let mut keep: Vec<_> = init.listeners.iter().map(|l| l.as_raw_fd()).collect();
     keep.push(init.channel.as_raw_fd());
+    keep.push(init.site.root.as_raw_fd());
     keep.extend(log.raw_fd());
     keep
 }

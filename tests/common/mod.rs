@@ -389,11 +389,6 @@ pub fn read_response(s: &mut TcpStream, head_request: bool) -> Option<Response> 
     }
 }
 
-/// Path helper: `dir/name`.
-pub fn join(dir: &Path, name: &str) -> PathBuf {
-    dir.join(name)
-}
-
 impl Srvd {
     /// As [`Srvd::start_prepared`], with extra environment variables for the master (for
     /// example `NOTIFY_SOCKET`).
