@@ -10,7 +10,7 @@
 //! changed on disk is therefore served new on the very next request.
 //!
 //! Bounded: at most [`MAX_ENTRIES`] entries, [`MAX_BYTES`] of content and
-//! [`FileCache::max_files`] descriptors per worker. Small files are kept as bytes while the
+//! `FileCache::max_files` descriptors per worker. Small files are kept as bytes while the
 //! byte budget lasts and as descriptors after that (a descriptor costs no resident memory:
 //! the page cache holds the data, and a hit pays one `pread`). When an insert would exceed
 //! a limit anyway, the cache is emptied (simple, and rare). A descriptor still in use by a
