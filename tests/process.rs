@@ -428,6 +428,7 @@ fn every_worker_holds_only_its_own_fds() {
         let mut roots = 0;
         let mut logs = 0;
         let mut inotifies = 0;
+        let mut kicks = 0;
         for (fd, target) in &fds {
             if *fd <= 2 {
                 continue;
@@ -456,6 +457,9 @@ fn every_worker_holds_only_its_own_fds() {
             } else if target == "anon_inode:inotify" {
                 // The file cache's change notifications.
                 inotifies += 1;
+            } else if target == "anon_inode:[eventfd]" {
+                // The balance's kick, shared by the workers (worker::balance).
+                kicks += 1;
             } else if Path::new(target) == root {
                 roots += 1;
             } else if Path::new(target) == access {
@@ -465,8 +469,8 @@ fn every_worker_holds_only_its_own_fds() {
             }
         }
         assert_eq!(
-            (listeners, epolls, roots, logs, inotifies),
-            (1, 1, 1, 1, 1),
+            (listeners, epolls, roots, logs, inotifies, kicks),
+            (1, 1, 1, 1, 1, 1),
             "worker {pid}: {fds:?}"
         );
         // Three unix sockets: its channel, and its signal pipe's two ends (signal-hook

@@ -17,6 +17,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub struct Child {
     pub pid: Pid,
     pub generation: u64,
+    /// Scoreboard slot (`sys::shm`), freed when the worker is reaped.
+    pub slot: Option<usize>,
     /// Read end of the worker's channel; `None` once the worker closed it.
     pub channel: Option<UnixStream>,
     /// The worker reported that it serves.

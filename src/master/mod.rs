@@ -14,7 +14,7 @@ pub mod reload;
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,8 +29,9 @@ use crate::log::{self, AccessLog};
 use crate::static_files::Site;
 use crate::sys::fs::RootDir;
 use crate::sys::process::{self, Forked};
+use crate::sys::shm::{self, Scoreboard};
 use crate::sys::signals::{Command, Role, Signals};
-use crate::worker::{self, WorkerInit};
+use crate::worker::{self, balance::Balance, WorkerInit};
 use children::{Backoff, Child};
 use notify::Notify;
 use reload::PendingReload;
@@ -73,6 +74,10 @@ pub struct Master {
     retired_listeners: Vec<(u64, Listener)>,
     shutdown: Option<(Shutdown, Instant)>,
     notify: Notify,
+    /// Per-worker slots in shared memory (connection counts for the balance).
+    scoreboard: Scoreboard,
+    /// The eventfd a worker writes when it stops listening (see `worker::balance`).
+    kick: OwnedFd,
     /// Outcome of the last reload, for `STATUS=` and `srvd reload`.
     last_reload: String,
     reloads: u64,
@@ -86,7 +91,14 @@ impl Master {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
         })?;
         let signals = Signals::install(Role::Master)?;
+        let scoreboard = Scoreboard::new()?;
+        let kick = OwnedFd::from(nix::sys::eventfd::EventFd::from_value_and_flags(
+            0,
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )?);
         Ok(Master {
+            scoreboard,
+            kick,
             target: config.workers,
             listener: Some(Listener {
                 addr: config.listen,
@@ -259,6 +271,12 @@ impl Master {
     /// Forks one worker of `generation` serving `config` on `listener`.
     fn spawn(&self, config: Config, listener: &TcpListener, generation: u64) -> io::Result<Child> {
         let (ours, theirs) = UnixStream::pair()?;
+        // A free scoreboard slot, claimed before the fork so the worker's share counts
+        // from its first accept; none left only past shm::SLOTS workers.
+        let slot = (0..shm::SLOTS).find(|i| self.children.iter().all(|c| c.slot != Some(*i)));
+        if let Some(i) = slot {
+            self.scoreboard.reset(i);
+        }
         ours.set_nonblocking(true)?;
         let master = nix::unistd::getpid();
         let mask = Signals::block_all()?;
@@ -271,6 +289,7 @@ impl Master {
                 drop(theirs);
                 Ok(Child {
                     pid,
+                    slot,
                     generation,
                     channel: Some(ours),
                     ready: false,
@@ -288,6 +307,12 @@ impl Master {
                     let init = WorkerInit {
                         listeners: vec![listener.try_clone()?],
                         channel: theirs,
+                        balance: Balance::new(
+                            self.scoreboard.table(),
+                            slot,
+                            generation,
+                            self.kick.try_clone()?,
+                        ),
                         master,
                         site: Site::new(config, root),
                     };
@@ -324,6 +349,9 @@ impl Master {
                 continue;
             };
             let child = self.children.swap_remove(i);
+            if let Some(slot) = child.slot {
+                self.scoreboard.reset(slot);
+            }
             let expected = child.retiring || self.shutdown.is_some();
             match how {
                 Exit::Signal(sig) if !(expected && sig == Signal::SIGKILL) => {

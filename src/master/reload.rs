@@ -81,19 +81,22 @@ impl Master {
             }
         };
         let generation = self.generation + 1;
-        let mut started = Vec::new();
+        let mut started = 0;
         for _ in 0..config.workers {
             let socket = listener.as_ref().map_or(&current.socket, |l| &l.socket);
             match self.spawn(config.clone(), socket, generation) {
-                Ok(child) => started.push(child),
+                // Into the table at once: the next spawn must see this one's slot taken.
+                Ok(child) => {
+                    self.children.push(child);
+                    started += 1;
+                }
                 Err(e) => {
                     log::alert(format_args!("reload: cannot fork a worker: {e}"));
                     break;
                 }
             }
         }
-        let complete = started.len() == config.workers;
-        self.children.extend(started);
+        let complete = started == config.workers;
         self.pending = Some(PendingReload {
             generation,
             config,

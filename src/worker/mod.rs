@@ -13,6 +13,7 @@
 //! Invariant: a worker holds only its own fds: its listeners, its channel to the master,
 //! its epoll and signal pipe, its access log and its connections.
 
+pub mod balance;
 pub mod conn;
 
 use std::io::{self, Write};
@@ -34,6 +35,8 @@ use conn::{Conn, Ctx, Wait};
 const SIGNALS: u64 = u64::MAX;
 /// Token of the file cache's inotify fd.
 const INOTIFY: u64 = u64::MAX - 1;
+/// Token of the shared kick eventfd (see [`balance`]).
+const KICK: u64 = u64::MAX - 2;
 /// Tokens of the listeners: `LISTENER_BASE + index`.
 const LISTENER_BASE: u64 = u64::MAX - 64;
 /// Events handled per epoll_wait.
@@ -55,6 +58,8 @@ pub struct WorkerInit {
     /// Write end of this worker's channel: one byte `R` once it serves.
     pub channel: UnixStream,
     pub master: Pid,
+    /// Scoreboard slot and kick eventfd: the share of connections this worker may take.
+    pub balance: balance::Balance,
 }
 
 /// A slot in the connection table; the generation makes stale tokens harmless.
@@ -72,6 +77,9 @@ struct Worker {
     listeners: Vec<TcpListener>,
     listening: bool,
     accept_resume: Option<Instant>,
+    balance: balance::Balance,
+    /// Set when a drain begins: the listeners are never registered again.
+    closing_listeners: bool,
     epoll: Epoll,
     signals: Signals,
     slots: Vec<Slot>,
@@ -124,6 +132,8 @@ impl Worker {
             listeners: init.listeners,
             listening: false,
             accept_resume: None,
+            balance: init.balance,
+            closing_listeners: false,
             epoll,
             signals,
             slots: Vec::new(),
@@ -138,6 +148,11 @@ impl Worker {
             channel: init.channel,
         };
         worker.listen(true)?;
+        worker.balance.join();
+        worker.epoll.add(
+            worker.balance.kick.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, KICK),
+        )?;
         if let Some(w) = &worker.site.watcher {
             worker
                 .epoll
@@ -190,6 +205,7 @@ impl Worker {
             for ev in &events[..n] {
                 match ev.data() {
                     INOTIFY => {}
+                    KICK => self.on_kick(),
                     SIGNALS => {
                         for cmd in self.signals.pending() {
                             match cmd {
@@ -263,17 +279,50 @@ impl Worker {
                     } else {
                         log::error(format_args!("accept failed: {e}"));
                     }
-                    let _ = self.listen(false);
                     self.accept_resume = Some(now + ACCEPT_BACKOFF);
                     self.next_tick = self.next_tick.min(now + ACCEPT_BACKOFF);
-                    return;
+                    break;
                 }
             }
         }
-        if self.live >= max {
-            // Full: stop listening until a slot frees (level-triggered would spin otherwise).
+        // Full, backing off, or past its share: stop listening until that changes
+        // (level-triggered would spin otherwise).
+        if !all {
+            self.sync_listen();
+        }
+    }
+
+    /// Whether this worker should have its listeners in its epoll set now.
+    fn should_listen(&self) -> bool {
+        self.draining.is_none()
+            && !self.closing_listeners
+            && self.accept_resume.is_none()
+            && self.live < self.site.config.max_connections
+            && self.balance.may_accept(self.live)
+    }
+
+    /// Makes the listeners' registration match [`Worker::should_listen`]. A worker that
+    /// stops listening kicks the others: connections already queued would otherwise wait
+    /// for the next arrival to wake one of them (see [`balance`]).
+    fn sync_listen(&mut self) {
+        let on = self.should_listen();
+        if on == self.listening {
+            return;
+        }
+        if self.listen(on).is_ok() && !on && !self.closing_listeners {
+            self.balance.kick();
+        }
+    }
+
+    /// Another worker stopped listening. If this one may accept, register the listeners
+    /// afresh: adding them makes epoll look at the queue now, which an exclusive wake-up
+    /// that went elsewhere never made it do.
+    fn on_kick(&mut self) {
+        self.balance.clear_kick();
+        if self.should_listen() && self.listening {
             let _ = self.listen(false);
         }
+        self.sync_listen();
     }
 
     fn add_conn(&mut self, now: Instant, stream: std::net::TcpStream, ip: std::net::IpAddr) {
@@ -295,6 +344,7 @@ impl Worker {
         slot.writable = false;
         slot.registered = false;
         self.live += 1;
+        self.balance.publish(self.live);
         // Most clients send their request with the handshake: serve it now. The connection
         // joins the epoll set only if it has to wait, so a one-request connection never
         // costs an epoll_ctl.
@@ -371,9 +421,8 @@ impl Worker {
             conn.recycle(&mut self.pool);
             self.free.push(index as u32);
             self.live -= 1;
-            if self.draining.is_none() && !self.listening && self.accept_resume.is_none() {
-                let _ = self.listen(true);
-            }
+            self.balance.publish(self.live);
+            self.sync_listen();
         }
     }
 
@@ -383,10 +432,10 @@ impl Worker {
         self.next_tick = now + TICK;
         if self.accept_resume.is_some_and(|t| now >= t) {
             self.accept_resume = None;
-            if self.draining.is_none() && self.live < self.site.config.max_connections {
-                let _ = self.listen(true);
-            }
         }
+        // Also the safety net for balance decisions made on counts that changed since.
+        self.balance.heartbeat();
+        self.sync_listen();
         for index in 0..self.slots.len() {
             let (slots, mut cx) = self.parts(now);
             if let Some(conn) = slots[index].conn.as_mut().filter(|c| c.deadline <= now) {
@@ -415,7 +464,9 @@ impl Worker {
         if self.draining.is_some() {
             return;
         }
+        self.closing_listeners = true;
         let _ = self.listen(false);
+        self.balance.leave();
         // Deregistered first, so new connections wake the other generation; then whatever
         // was already queued is served here rather than reset when the listener closes
         // (after applying any file change, as `run` does before every batch).
@@ -440,6 +491,7 @@ pub fn keep_fds(init: &WorkerInit, log: &AccessLog) -> Vec<std::os::fd::RawFd> {
     use std::os::fd::AsRawFd;
     let mut keep: Vec<_> = init.listeners.iter().map(|l| l.as_raw_fd()).collect();
     keep.push(init.channel.as_raw_fd());
+    keep.push(init.balance.kick.as_raw_fd());
     keep.push(init.site.root.as_raw_fd());
     keep.extend(log.raw_fd());
     keep
