@@ -20,7 +20,7 @@
 //! stuck in start-up is not waited for) until they drain, and while they showed they run
 //! within [`STALE_MS`] (a wedged or stopped worker holds nobody back for longer).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use crate::sys::shm::{monotonic_ms, Slot, Table};
@@ -117,12 +117,6 @@ impl Balance {
     /// Wakes every worker so that those that may accept look at the queue again.
     pub fn kick(&self) {
         let _ = nix::unistd::write(self.kick.as_fd(), &1u64.to_ne_bytes());
-    }
-
-    /// Resets the kick counter (edge-triggered: every worker was already woken).
-    pub fn clear_kick(&self) {
-        let mut buf = [0u8; 8];
-        let _ = nix::unistd::read(self.kick.as_raw_fd(), &mut buf);
     }
 }
 

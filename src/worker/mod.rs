@@ -318,7 +318,6 @@ impl Worker {
     /// afresh: adding them makes epoll look at the queue now, which an exclusive wake-up
     /// that went elsewhere never made it do.
     fn on_kick(&mut self) {
-        self.balance.clear_kick();
         if self.should_listen() && self.listening {
             let _ = self.listen(false);
         }
