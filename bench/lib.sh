@@ -22,6 +22,23 @@ bg_done() {
   BENCH_BG=("${keep[@]}")
 }
 
+# Sets SMOKE=1 for `--smoke`; `-h`/`--help` prints the calling script's header comment.
+# Usage: parse_smoke_arg "$0" "$@"
+parse_smoke_arg() {
+  local script="$1"
+  shift
+  SMOKE=0
+  case "${1:-}" in
+    --smoke) SMOKE=1 ;;
+    "") ;;
+    -h | --help)
+      awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$script"
+      exit 0
+      ;;
+    *) die "unknown argument: $1 (try --help)" ;;
+  esac
+}
+
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() {
   printf '[bench] error: %s\n' "$*" >&2

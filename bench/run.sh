@@ -24,16 +24,7 @@ set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-SMOKE=0
-case "${1:-}" in
-  --smoke) SMOKE=1 ;;
-  "") ;;
-  -h | --help)
-    sed -n '2,24p' "$0"
-    exit 0
-    ;;
-  *) die "unknown argument: $1 (try --help)" ;;
-esac
+parse_smoke_arg "$0" "$@"
 
 if [ "$SMOKE" = 1 ]; then
   SECS=1

@@ -421,7 +421,10 @@ impl Worker {
             self.free.push(index as u32);
             self.live -= 1;
             self.balance.publish(self.live);
-            self.sync_listen();
+            // One connection fewer can only allow listening, never forbid it.
+            if !self.listening {
+                self.sync_listen();
+            }
         }
     }
 
