@@ -3,6 +3,7 @@
 pub mod body;
 pub mod conditional;
 pub mod date;
+pub mod host;
 pub mod range;
 pub mod request;
 pub mod response;

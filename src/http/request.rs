@@ -248,6 +248,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     if hosts > 1 || (minor == 1 && out.host.is_none_or(|h| h.is_empty())) {
         return Err(ParseError::Malformed);
     }
+    // ... and so is one whose value is not `host [ ":" port ]` (RFC 3986 §3.2.2).
+    if out.host.is_some_and(|h| !super::host::valid(h)) {
+        return Err(ParseError::Malformed);
+    }
     if let Some(te) = transfer_encoding {
         // RFC 9112 §6.1: TE with Content-Length, or TE in HTTP/1.0, is a framing error.
         if content_length.is_some() || minor == 0 {

@@ -261,11 +261,9 @@ fn strip_absolute_form(target: &str) -> Result<Option<&str>, PathError> {
         let after = &target[scheme.len()..];
         let end = after.find(['/', '?', '#']).unwrap_or(after.len());
         let authority = &after[..end];
-        if authority.is_empty()
-            || authority
-                .bytes()
-                .any(|b| b == b'@' || b <= b' ' || b == 0x7f)
-        {
+        // RFC 9112 §3.2.2 / RFC 3986 §3.2.2: userinfo, an empty or invalid host, or a
+        // bad port is a 400 (see `http::host`).
+        if !crate::http::host::valid(authority.as_bytes()) {
             return Err(PathError::BadRequest);
         }
         return Ok(Some(&after[end..]));
