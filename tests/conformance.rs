@@ -190,6 +190,29 @@ fn versions() {
             ("HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n".into(), 505),
             ("HTTP/3.7", "GET / HTTP/3.7\r\nHost: a\r\n\r\n".into(), 505),
             ("HTTX/1.1", "GET / HTTX/1.1\r\nHost: a\r\n\r\n".into(), 400),
+            // RFC 9112 §2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT; anything else is
+            // not a version at all (400), not an unsupported one (505).
+            (
+                "HTTP/1.11",
+                "GET / HTTP/1.11\r\nHost: a\r\n\r\n".into(),
+                400,
+            ),
+            (
+                "HTTP/10.0",
+                "GET / HTTP/10.0\r\nHost: a\r\n\r\n".into(),
+                400,
+            ),
+            // RFC 9112 §3: one SP between the parts of the request line.
+            (
+                "two SP after method",
+                "GET  / HTTP/1.1\r\nHost: a\r\n\r\n".into(),
+                400,
+            ),
+            (
+                "two SP before version",
+                "GET /  HTTP/1.1\r\nHost: a\r\n\r\n".into(),
+                400,
+            ),
         ],
     );
 }
@@ -288,10 +311,31 @@ fn body_framing_errors() {
                 format!("{h}Content-Length: 99999999999999999999999\r\n\r\n"),
                 400,
             ),
+            // RFC 9112 §6.3: chunked not final (or not once) is a 400, then close.
             (
                 "TE gzip",
                 format!("{h}Transfer-Encoding: gzip\r\n\r\n"),
-                501,
+                400,
+            ),
+            (
+                "TE chunked, chunked",
+                format!("{h}Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"),
+                400,
+            ),
+            (
+                "TE twice",
+                format!("{h}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                400,
+            ),
+            (
+                "TE xchunked",
+                format!("{h}Transfer-Encoding: xchunked\r\n\r\n"),
+                400,
+            ),
+            (
+                "TE with junk",
+                format!("{h}Transfer-Encoding: chunked\x01\r\n\r\n"),
+                400,
             ),
             (
                 "TE gzip, chunked",

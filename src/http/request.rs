@@ -191,7 +191,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     };
     let mut hosts = 0;
     let mut content_length: Option<u64> = None;
-    let mut transfer_encoding: Option<&[u8]> = None;
+    let mut transfer_coding = TransferCoding::default();
     for h in req.headers.iter() {
         let v = trim(h.value);
         let name = h.name;
@@ -217,10 +217,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
                 content_length = Some(n);
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if transfer_encoding.is_some() {
-                return Err(ParseError::UnsupportedTransferCoding);
-            }
-            transfer_encoding = Some(v);
+            transfer_coding.add(v)?;
         } else if name.eq_ignore_ascii_case("expect") {
             if !v.eq_ignore_ascii_case(b"100-continue") {
                 return Err(ParseError::ExpectationFailed);
@@ -252,14 +249,12 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     if out.host.is_some_and(|h| !super::host::valid(h)) {
         return Err(ParseError::Malformed);
     }
-    if let Some(te) = transfer_encoding {
+    if transfer_coding.present {
         // RFC 9112 §6.1: TE with Content-Length, or TE in HTTP/1.0, is a framing error.
         if content_length.is_some() || minor == 0 {
             return Err(ParseError::Malformed);
         }
-        if !te.eq_ignore_ascii_case(b"chunked") {
-            return Err(ParseError::UnsupportedTransferCoding);
-        }
+        transfer_coding.finish()?;
         out.body = BodyFraming::Chunked;
     } else if let Some(n) = content_length.filter(|&n| n > 0) {
         out.body = BodyFraming::Length(n);
@@ -267,21 +262,78 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     Ok(Some(out))
 }
 
-/// 505 for a well-formed but unsupported `HTTP/x.y`; anything else is left to httparse.
+/// The request line's shape (RFC 9112 §3): `method SP target SP HTTP/DIGIT.DIGIT`, one
+/// SP each. More spaces, or a version of another shape (`HTTP/1.11`, `HTTP/10.0`), is a
+/// 400; a well-formed `HTTP/2.0` or above is a 505. (`HTTP/1.2` and up, which RFC 9110
+/// §2.5 would have served as 1.1, are a 505 too: httparse reads only 1.0 and 1.1.)
 fn check_version(line: &[u8]) -> Result<(), ParseError> {
+    if line.iter().filter(|&&b| b == b' ').count() != 2 {
+        return Err(ParseError::Malformed);
+    }
     let version = match line.iter().rposition(|&b| b == b' ') {
         Some(i) => &line[i + 1..],
-        None => return Ok(()),
+        None => return Err(ParseError::Malformed),
     };
     if version == b"HTTP/1.1" || version == b"HTTP/1.0" {
         return Ok(());
     }
     match version.strip_prefix(b"HTTP/") {
-        Some(rest) if !rest.is_empty() && rest.iter().all(|&b| b.is_ascii_digit() || b == b'.') => {
+        Some([major, b'.', minor]) if major.is_ascii_digit() && minor.is_ascii_digit() => {
             Err(ParseError::VersionNotSupported)
         }
         _ => Err(ParseError::Malformed),
     }
+}
+
+/// The Transfer-Encoding field lines of a request, folded into one list (RFC 9110 §5.3).
+#[derive(Default)]
+struct TransferCoding {
+    present: bool,
+    chunked: u32,
+    last_is_chunked: bool,
+    other: bool,
+}
+
+impl TransferCoding {
+    /// One field line: a comma-separated list of codings, each a token with optional
+    /// parameters. Junk that is not a token is a 400.
+    fn add(&mut self, value: &[u8]) -> Result<(), ParseError> {
+        self.present = true;
+        for item in value.split(|&b| b == b',').map(trim) {
+            if item.is_empty() {
+                continue; // RFC 9110 §5.6.1: empty list elements are ignored
+            }
+            let name = trim(item.split(|&b| b == b';').next().unwrap_or(item));
+            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+                return Err(ParseError::Malformed);
+            }
+            self.last_is_chunked = name.eq_ignore_ascii_case(b"chunked");
+            if self.last_is_chunked {
+                self.chunked += 1;
+            } else {
+                self.other = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// RFC 9112 §6.3: unless chunked is the final coding, and only once, the body length
+    /// cannot be known: 400 (and the connection closes). A coding srvd does not implement
+    /// before it (`gzip, chunked`) is a 501 (§6.1).
+    fn finish(&self) -> Result<(), ParseError> {
+        if self.chunked != 1 || !self.last_is_chunked {
+            return Err(ParseError::Malformed);
+        }
+        if self.other {
+            return Err(ParseError::UnsupportedTransferCoding);
+        }
+        Ok(())
+    }
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn leading_empty_lines(buf: &[u8]) -> usize {
@@ -370,7 +422,18 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n", Ok(Some(200))),
             ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", Err(400)),
             ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n", Err(400)),
-            ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", Err(501)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", Err(400)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Err(501)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", Err(400)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", Err(400)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", Err(400)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", Err(400)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", Err(400)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n", Ok(Some(200))),
+            ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
+            ("GET /  HTTP/1.1\r\nHost: a\r\n\r\n", Err(400)),
+            ("GET / HTTP/1.11\r\nHost: a\r\n\r\n", Err(400)),
+            ("GET / HTTP/10.0\r\nHost: a\r\n\r\n", Err(400)),
             ("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", Ok(Some(200))),
             ("GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Err(400)),
             ("GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", Ok(Some(200))),
