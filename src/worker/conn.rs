@@ -197,7 +197,14 @@ impl Conn {
             }
         }
         match (&self.stream).read(&mut self.rbuf[self.rend..]) {
-            Ok(0) => Step::Wait(Wait::Close),
+            Ok(0) => {
+                // The client half-closed in the middle of a request head: that head will
+                // never be complete, and the answer to it is a 400 (then the close).
+                if self.partial_head() {
+                    self.send_last_words(cx, Status::BadRequest);
+                }
+                Step::Wait(Wait::Close)
+            }
             Ok(n) => {
                 self.rend += n;
                 if was_idle && self.discard.is_done() {
@@ -429,19 +436,34 @@ impl Conn {
     /// Called when the deadline has passed. A client that stalled mid-head gets a 408
     /// (best effort, one non-blocking write); everyone else is simply closed.
     pub fn on_timeout(&mut self, cx: &mut Ctx) {
-        if matches!(self.state, ConnState::ReadingHead) && self.rstart < self.rend {
-            let mut out = Vec::new();
-            static_files::error_reply(
-                cx.site,
-                Status::RequestTimeout,
-                false,
-                cx.date.get(),
-                Connection::Close,
-                &mut out,
-            );
-            // The socket is non-blocking: one attempt, whatever fits.
-            let _ = send(&self.stream, &out, false);
+        if self.partial_head() {
+            self.send_last_words(cx, Status::RequestTimeout);
         }
+    }
+
+    /// Part of a request head is buffered (more than the empty lines a client may send
+    /// before a request, RFC 9112 §2.2), and no body is being skipped.
+    fn partial_head(&self) -> bool {
+        matches!(self.state, ConnState::ReadingHead)
+            && self.discard.is_done()
+            && self.rbuf[self.rstart..self.rend]
+                .iter()
+                .any(|&b| b != b'\r' && b != b'\n')
+    }
+
+    /// The error reply to a head that will never be complete, just before the close: one
+    /// non-blocking write, whatever fits.
+    fn send_last_words(&self, cx: &mut Ctx, status: Status) {
+        let mut out = Vec::new();
+        static_files::error_reply(
+            cx.site,
+            status,
+            false,
+            cx.date.get(),
+            Connection::Close,
+            &mut out,
+        );
+        let _ = send(&self.stream, &out, false);
     }
 
     /// Graceful stop: an idle connection gets at most `grace` more to send a request.

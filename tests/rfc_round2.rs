@@ -1,7 +1,14 @@
-//! Host validation (RFC 9112 §3.2, RFC 3986 §3.2.2): a Host header or an absolute-form
-//! authority that is not `reg-name / IPv4address / IP-literal [ ":" DIGIT* ]` is a 400.
+//! Protocol fixes found against outside conformance corpora:
+//! - Host validation (RFC 9112 §3.2, RFC 3986 §3.2.2): a Host header or an absolute-form
+//!   authority that is not `reg-name / IPv4address / IP-literal [ ":" DIGIT* ]` is a 400;
+//! - a client that half-closes after part of a request head gets a 400 before the close.
+//!
+//! Transfer-Encoding and request-line cases are in conformance.rs's tables.
 
 mod common;
+
+use std::io::Write;
+use std::net::Shutdown;
 
 use common::*;
 
@@ -77,4 +84,36 @@ fn invalid_absolute_form_authorities_are_400() {
         let got = status_of(&s, target, b"localhost");
         assert!(got.starts_with("HTTP/1.1 200"), "{target}: {got}");
     }
+}
+
+#[test]
+fn a_half_close_after_a_partial_head_gets_a_400() {
+    let s = Srvd::start("half-close", "");
+    for partial in [
+        &b"GET / HTTP/1.1\r\nHost: a\r\n"[..],
+        b"GET / HTT",
+        b"\r\nGET /",
+    ] {
+        let mut c = s.connect();
+        c.write_all(partial).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let got = read_until_eof(&mut c).expect("the server closes");
+        assert!(
+            status_line(&got).starts_with("HTTP/1.1 400"),
+            "{:?}: {:?}",
+            String::from_utf8_lossy(partial),
+            String::from_utf8_lossy(&got)
+        );
+    }
+    // Nothing but the empty lines a client may send before a request: just the close.
+    let mut c = s.connect();
+    c.write_all(b"\r\n\r\n").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_until_eof(&mut c).expect("the server closes"), b"");
+    // A complete request before the half-close is answered normally.
+    let mut c = s.connect();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let got = read_until_eof(&mut c).expect("the server closes");
+    assert!(status_line(&got).starts_with("HTTP/1.1 200"));
 }
