@@ -267,12 +267,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
 /// 400; a well-formed `HTTP/2.0` or above is a 505. (`HTTP/1.2` and up, which RFC 9110
 /// §2.5 would have served as 1.1, are a 505 too: httparse reads only 1.0 and 1.1.)
 fn check_version(line: &[u8]) -> Result<(), ParseError> {
-    if line.iter().filter(|&&b| b == b' ').count() != 2 {
-        return Err(ParseError::Malformed);
-    }
+    // httparse refuses a second SP after the method; one before the version would reach
+    // its version check (a 505), so it is caught here.
     let version = match line.iter().rposition(|&b| b == b' ') {
-        Some(i) => &line[i + 1..],
-        None => return Err(ParseError::Malformed),
+        Some(i) if i > 0 && line[i - 1] != b' ' => &line[i + 1..],
+        _ => return Err(ParseError::Malformed),
     };
     if version == b"HTTP/1.1" || version == b"HTTP/1.0" {
         return Ok(());
