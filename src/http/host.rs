@@ -30,15 +30,14 @@ pub fn valid(v: &[u8]) -> bool {
     // scan also notes where the last two labels start, for the IPv4 rule.
     let (mut end, mut label, mut prev_label) = (v.len(), 0, 0);
     for (i, &b) in v.iter().enumerate() {
-        if b == b':' {
-            end = i;
-            break;
-        }
-        if !REG_NAME[usize::from(b)] {
-            return false;
-        }
-        if b == b'.' {
-            (prev_label, label) = (label, i + 1);
+        match CLASS[usize::from(b)] {
+            NAME => {}
+            DOT => (prev_label, label) = (label, i + 1),
+            COLON => {
+                end = i;
+                break;
+            }
+            _ => return false,
         }
     }
     let port = v.get(end + 1..).unwrap_or(&[]);
@@ -153,7 +152,27 @@ const fn reg_name_byte(b: u8) -> bool {
         )
 }
 
-/// [`reg_name_byte`] as a table, for the per-request scan.
+/// Byte classes of the per-request scan: one table lookup and one branch a byte.
+const INVALID: u8 = 0;
+const NAME: u8 = 1;
+const DOT: u8 = 2;
+const COLON: u8 = 3;
+static CLASS: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = match i as u8 {
+            b'.' => DOT,
+            b':' => COLON,
+            b if reg_name_byte(b) => NAME,
+            _ => INVALID,
+        };
+        i += 1;
+    }
+    table
+};
+
+/// [`reg_name_byte`] as a table, for IP literals and the reference check.
 static REG_NAME: [bool; 256] = {
     let mut table = [false; 256];
     let mut i = 0;
