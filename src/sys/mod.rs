@@ -4,7 +4,7 @@
 //! - [`process::fork_worker`]: `fork()`, sound because the master is single-threaded.
 //! - [`socket::accept`]: `accept4()` into a `sockaddr_storage`, and adopting the new fd.
 //! - [`fs::RootDir::open_beneath`]: adopting the fd that `openat2()` returns.
-//! - [`shm::Scoreboard::new`]: `mmap()` of the shared worker slots, viewed as a slice.
+//! - [`shm::Scoreboard::new`]: `mmap()` of the shared worker slots, viewed as a `'static` table.
 //!
 //! Everything else goes through `nix`, `socket2` or `std`, which are safe wrappers.
 

@@ -1,8 +1,8 @@
 //! The scoreboard: a table of per-worker slots in anonymous shared memory, mapped by the
 //! master before the first fork so that every worker inherits the same pages.
 //!
-//! Each slot has one writer at a time: the master claims it for a worker before forking
-//! and frees it after reaping; in between only that worker writes it. Readers (the other
+//! Each slot has one writer at a time: the master resets it for a worker before forking
+//! and again after reaping; in between only that worker writes it. Readers (the other
 //! workers) only load. Fields are atomics, so no lock is ever taken.
 
 use std::io;

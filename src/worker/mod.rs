@@ -78,7 +78,8 @@ struct Worker {
     listening: bool,
     accept_resume: Option<Instant>,
     balance: balance::Balance,
-    /// Set when a drain begins: the listeners are never registered again.
+    /// Set when a drain begins (before `draining`): the listeners are never registered
+    /// again.
     closing_listeners: bool,
     epoll: Epoll,
     signals: Signals,
@@ -294,8 +295,7 @@ impl Worker {
 
     /// Whether this worker should have its listeners in its epoll set now.
     fn should_listen(&self) -> bool {
-        self.draining.is_none()
-            && !self.closing_listeners
+        !self.closing_listeners
             && self.accept_resume.is_none()
             && self.live < self.site.config.max_connections
             && self.balance.may_accept(self.live)
@@ -318,7 +318,9 @@ impl Worker {
     /// afresh: adding them makes epoll look at the queue now, which an exclusive wake-up
     /// that went elsewhere never made it do.
     fn on_kick(&mut self) {
-        if self.should_listen() && self.listening {
+        // Off first, then `sync_listen` adds them back only if this worker may accept
+        // (no kick of its own for that: every worker was just woken by this one).
+        if self.listening {
             let _ = self.listen(false);
         }
         self.sync_listen();
