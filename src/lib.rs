@@ -24,6 +24,7 @@ pub mod http;
 pub mod log;
 pub mod master;
 pub mod reload_cmd;
+pub mod site;
 pub mod static_files;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::config::site::LogFormat;
 use crate::config::AccessLog as AccessLogConfig;
 
 /// Largest single write to the access log: atomic on pipes (POSIX PIPE_BUF).
@@ -97,6 +98,31 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
+/// The start of an access-log line: what is known when the request head is parsed.
+pub struct LineStart<'a> {
+    pub format: LogFormat,
+    pub ip: IpAddr,
+    /// Unix seconds.
+    pub now: u64,
+    pub method: &'a str,
+    pub target: &'a str,
+    pub minor: u8,
+    /// The normalised host (port kept when it is not the listener's); empty if none.
+    pub host: &'a [u8],
+    /// The site's name (its first host, or "default").
+    pub site: &'a str,
+}
+
+/// The end of an access-log line: what is known once the response is sent.
+pub struct LineEnd<'a> {
+    pub format: LogFormat,
+    pub status: u16,
+    pub bytes: u64,
+    pub referer: &'a [u8],
+    pub agent: &'a [u8],
+    pub duration_us: u64,
+}
+
 /// Where access-log lines go.
 enum Sink {
     Off,
@@ -146,16 +172,32 @@ impl AccessLog {
         }
     }
 
-    /// Starts a line: `ip - - [time] "request line" `. The rest comes from [`AccessLog::finish`].
-    pub fn begin(
-        &mut self,
-        line: &mut Vec<u8>,
-        ip: IpAddr,
-        now: u64,
-        method: &str,
-        target: &str,
-        minor: u8,
-    ) {
+    /// Starts a line: for `combined`, `ip - - [time] "request line" `; `vhost_combined`
+    /// puts the host first; `json` opens the object with time, site, host, method and
+    /// path. The rest comes from [`AccessLog::finish`].
+    pub fn begin(&mut self, line: &mut Vec<u8>, start: &LineStart) {
+        let now = start.now;
+        line.clear();
+        if start.format == LogFormat::Json {
+            let (y, mo, d, h, mi, s) = civil(now);
+            let _ = write!(
+                line,
+                "{{\"time\":\"{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z\",\"site\":"
+            );
+            json_string(line, start.site.as_bytes());
+            line.extend_from_slice(b",\"host\":");
+            json_string(line, start.host);
+            let _ = write!(line, ",\"remote_addr\":\"{}\",\"method\":", start.ip);
+            json_string(line, start.method.as_bytes());
+            line.extend_from_slice(b",\"path\":");
+            json_string(line, start.target.as_bytes());
+            line.extend_from_slice(if start.minor == 0 {
+                b",\"protocol\":\"HTTP/1.0\""
+            } else {
+                b",\"protocol\":\"HTTP/1.1\""
+            });
+            return;
+        }
         if now != self.time_secs {
             let (y, mo, d, h, mi, s) = civil(now);
             self.time = format!(
@@ -164,33 +206,61 @@ impl AccessLog {
             );
             self.time_secs = now;
         }
-        line.clear();
-        let _ = write!(line, "{ip} - - {} \"", self.time);
-        escape(line, method.as_bytes());
+        if start.format == LogFormat::VhostCombined {
+            escape(
+                line,
+                if start.host.is_empty() {
+                    b"-"
+                } else {
+                    start.host
+                },
+            );
+            line.push(b' ');
+        }
+        let _ = write!(line, "{} - - {} \"", start.ip, self.time);
+        escape(line, start.method.as_bytes());
         line.push(b' ');
-        escape(line, target.as_bytes());
-        line.extend_from_slice(if minor == 0 {
+        escape(line, start.target.as_bytes());
+        line.extend_from_slice(if start.minor == 0 {
             b" HTTP/1.0\" "
         } else {
             b" HTTP/1.1\" "
         });
     }
 
-    /// Completes a begun line with status, bytes, referer and user agent, and queues it.
-    pub fn finish(&mut self, line: &[u8], status: u16, bytes: u64, referer: &[u8], agent: &[u8]) {
+    /// Completes a begun line with status, bytes, referer and user agent (and, in JSON,
+    /// the duration), and queues it.
+    pub fn finish(&mut self, line: &[u8], end: &LineEnd) {
         self.buf.extend_from_slice(line);
         let mut n = itoa::Buffer::new();
-        self.buf.extend_from_slice(n.format(status).as_bytes());
-        self.buf.push(b' ');
-        self.buf.extend_from_slice(n.format(bytes).as_bytes());
-        self.buf.extend_from_slice(b" \"");
-        escape(
-            &mut self.buf,
-            if referer.is_empty() { b"-" } else { referer },
-        );
-        self.buf.extend_from_slice(b"\" \"");
-        escape(&mut self.buf, if agent.is_empty() { b"-" } else { agent });
-        self.buf.extend_from_slice(b"\"\n");
+        if end.format == LogFormat::Json {
+            self.buf.extend_from_slice(b",\"status\":");
+            self.buf.extend_from_slice(n.format(end.status).as_bytes());
+            self.buf.extend_from_slice(b",\"bytes\":");
+            self.buf.extend_from_slice(n.format(end.bytes).as_bytes());
+            self.buf.extend_from_slice(b",\"duration_us\":");
+            self.buf
+                .extend_from_slice(n.format(end.duration_us).as_bytes());
+            self.buf.extend_from_slice(b",\"referer\":");
+            json_string(&mut self.buf, end.referer);
+            self.buf.extend_from_slice(b",\"user_agent\":");
+            json_string(&mut self.buf, end.agent);
+            self.buf.extend_from_slice(b"}\n");
+        } else {
+            self.buf.extend_from_slice(n.format(end.status).as_bytes());
+            self.buf.push(b' ');
+            self.buf.extend_from_slice(n.format(end.bytes).as_bytes());
+            self.buf.extend_from_slice(b" \"");
+            let referer = end.referer;
+            escape(
+                &mut self.buf,
+                if referer.is_empty() { b"-" } else { referer },
+            );
+            self.buf.extend_from_slice(b"\" \"");
+            let agent = end.agent;
+            escape(&mut self.buf, if agent.is_empty() { b"-" } else { agent });
+            self.buf.extend_from_slice(b"\"\n");
+        }
         if self.buf.len() >= FLUSH_AT {
             self.flush();
         }
@@ -266,6 +336,31 @@ fn escape(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// Writes `bytes` as a JSON string: quotes, backslash and control characters escaped,
+/// bytes that are not UTF-8 as `\u00XX` (a client cannot break the object).
+fn json_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => {
+                    let mut utf8 = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+                }
+            }
+        }
+        for &b in chunk.invalid() {
+            let _ = write!(out, "\\u{b:04x}");
+        }
+    }
+    out.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,18 +376,49 @@ mod tests {
     fn combined_line() {
         let mut log = AccessLog::open(&AccessLogConfig::Off).unwrap();
         let mut line = Vec::new();
-        log.begin(
-            &mut line,
-            "127.0.0.1".parse().unwrap(),
-            784_111_777,
-            "GET",
-            "/a\"b",
-            1,
-        );
-        log.finish(&line, 200, 52, b"", b"curl/8.0");
+        let mut start = LineStart {
+            format: LogFormat::Combined,
+            ip: "127.0.0.1".parse().unwrap(),
+            now: 784_111_777,
+            method: "GET",
+            target: "/a\"b",
+            minor: 1,
+            host: b"example.com",
+            site: "example.com",
+        };
+        let mut end = LineEnd {
+            format: LogFormat::Combined,
+            status: 200,
+            bytes: 52,
+            referer: b"",
+            agent: b"curl/8.0",
+            duration_us: 17,
+        };
+        log.begin(&mut line, &start);
+        log.finish(&line, &end);
         assert_eq!(
-            String::from_utf8(log.buf.clone()).unwrap(),
+            String::from_utf8(std::mem::take(&mut log.buf)).unwrap(),
             "127.0.0.1 - - [06/Nov/1994:08:49:37 +0000] \"GET /a\\x22b HTTP/1.1\" 200 52 \"-\" \"curl/8.0\"\n"
+        );
+        start.format = LogFormat::VhostCombined;
+        end.format = LogFormat::VhostCombined;
+        log.begin(&mut line, &start);
+        log.finish(&line, &end);
+        assert_eq!(
+            String::from_utf8(std::mem::take(&mut log.buf)).unwrap(),
+            "example.com 127.0.0.1 - - [06/Nov/1994:08:49:37 +0000] \"GET /a\\x22b HTTP/1.1\" 200 52 \"-\" \"curl/8.0\"\n"
+        );
+        start.format = LogFormat::Json;
+        end.format = LogFormat::Json;
+        end.agent = b"a\"b\\c\n\xff";
+        log.begin(&mut line, &start);
+        log.finish(&line, &end);
+        assert_eq!(
+            String::from_utf8(std::mem::take(&mut log.buf)).unwrap(),
+            "{\"time\":\"1994-11-06T08:49:37Z\",\"site\":\"example.com\",\"host\":\"example.com\",\
+             \"remote_addr\":\"127.0.0.1\",\"method\":\"GET\",\"path\":\"/a\\\"b\",\"protocol\":\"HTTP/1.1\",\
+             \"status\":200,\"bytes\":52,\"duration_us\":17,\"referer\":\"\",\
+             \"user_agent\":\"a\\\"b\\\\c\\u000a\\u00ff\"}\n"
         );
     }
 }

@@ -7,6 +7,7 @@
 
 mod duration;
 pub mod raw;
+pub mod site;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,6 +22,7 @@ use toml::Spanned;
 
 use crate::static_files::mime::{self, MimeTable};
 use raw::{RawConfig, RawLog, RawWorkers};
+pub use site::SiteConfig;
 
 /// Port used when `port` is absent.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -60,17 +62,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Number of worker processes, >= 1.
     pub workers: usize,
-    /// Canonical path of the document root, an existing directory.
-    pub root: PathBuf,
-    /// File names tried, in order, for directory requests; plain names.
-    pub index: Vec<String>,
-    /// Canonical path of the custom 404 page, if configured.
-    pub not_found_page: Option<PathBuf>,
-    /// The custom 404 page's contents, read at load time so a reload that
-    /// points at an unreadable file is rejected instead of failing later.
-    pub not_found_body: Option<Vec<u8>>,
-    /// Content-Type for unknown extensions (also the table's fallback).
-    pub default_type: String,
+    /// The sites: `[0]` is the top level (the default site), then each `[[site]]` in
+    /// file order.
+    pub sites: Vec<SiteConfig>,
+    /// What a request whose host no site claims gets.
+    pub unknown_host: UnknownHost,
+    /// Things worth telling the operator that do not stop the config from loading.
+    pub warnings: Vec<String>,
     /// Idle time allowed between requests on a keep-alive connection.
     pub keepalive_timeout: Duration,
     /// Time allowed to receive a complete request head.
@@ -81,11 +79,6 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Maximum simultaneous connections per worker, >= 1.
     pub max_connections: usize,
-    /// Extension -> Content-Type table: built-ins, `[mime_types]` and
-    /// `default_type`.
-    pub mime: MimeTable,
-    /// Where access log lines go.
-    pub access_log: AccessLog,
     /// User the workers drop privileges to when started as root.
     pub user: Option<String>,
     /// Group the workers drop privileges to when started as root.
@@ -93,6 +86,24 @@ pub struct Config {
     /// Where to write the master's process id, resolved against the config
     /// directory.
     pub pid_file: Option<PathBuf>,
+}
+
+/// `unknown_host`: the answer to a request for a host no site claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownHost {
+    /// Served by the default (top-level) site.
+    Default,
+    /// 421 Misdirected Request.
+    Misdirected,
+    /// Closed without a response.
+    Close,
+}
+
+impl Config {
+    /// The top-level site.
+    pub fn default_site(&self) -> &SiteConfig {
+        &self.sites[0]
+    }
 }
 
 /// Destination of the access log.
@@ -191,6 +202,7 @@ impl Config {
             text,
             base: config_dir(path),
             errors: Vec::new(),
+            claimed: HashMap::new(),
         };
         let config = validator.validate(raw);
         if validator.errors.is_empty() {
@@ -302,6 +314,8 @@ struct Validator<'a> {
     text: &'a str,
     base: PathBuf,
     errors: Vec<ConfigError>,
+    /// Host names claimed so far, with the line that claimed them.
+    claimed: HashMap<String, usize>,
 }
 
 impl Validator<'_> {
@@ -322,61 +336,72 @@ impl Validator<'_> {
         });
     }
 
-    fn validate(&mut self, raw: RawConfig) -> Config {
-        let port = self.port(raw.port);
-        let bind = self.bind(raw.bind);
-        let workers = self.workers(raw.workers);
-        let root = self.root(raw.root);
-        let index = self.index(raw.index);
-        let (not_found_page, not_found_body) = match raw.not_found_page {
-            Some(page) => match self.not_found_page(&page) {
-                Some((path, body)) => (Some(path), Some(body)),
-                None => (None, None),
-            },
-            None => (None, None),
-        };
-        let default_type = self.default_type(raw.default_type);
+    fn validate(&mut self, mut raw: RawConfig) -> Config {
+        let port = self.port(raw.port.take());
+        let bind = self.bind(raw.bind.take());
+        let workers = self.workers(raw.workers.take());
         let keepalive_timeout = self.duration(
             "keepalive_timeout",
-            raw.keepalive_timeout,
+            raw.keepalive_timeout.take(),
             DEFAULT_KEEPALIVE_TIMEOUT,
         );
-        let header_timeout =
-            self.duration("header_timeout", raw.header_timeout, DEFAULT_HEADER_TIMEOUT);
-        let send_timeout = self.duration("send_timeout", raw.send_timeout, DEFAULT_SEND_TIMEOUT);
+        let header_timeout = self.duration(
+            "header_timeout",
+            raw.header_timeout.take(),
+            DEFAULT_HEADER_TIMEOUT,
+        );
+        let send_timeout = self.duration(
+            "send_timeout",
+            raw.send_timeout.take(),
+            DEFAULT_SEND_TIMEOUT,
+        );
         let shutdown_timeout = self.duration(
             "shutdown_timeout",
-            raw.shutdown_timeout,
+            raw.shutdown_timeout.take(),
             DEFAULT_SHUTDOWN_TIMEOUT,
         );
-        let max_connections = self.max_connections(raw.max_connections);
-        let mut mime = MimeTable::builtin();
-        mime.set_default(&default_type);
-        if let Some(entries) = raw.mime_types {
-            self.mime_types(entries, &mut mime);
-        }
-        let access_log = self.access_log(raw.log);
-        let user = raw.user.and_then(|u| self.account("user", u));
-        let group = raw.group.and_then(|g| self.account("group", g));
+        let max_connections = self.max_connections(raw.max_connections.take());
+        let user = raw.user.take().and_then(|u| self.account("user", u));
+        let group = raw.group.take().and_then(|g| self.account("group", g));
         let pid_file = raw
             .pid_file
+            .take()
             .and_then(|p| self.path_text("pid_file", &p).map(|p| self.base.join(p)));
+        let unknown_host = match raw.unknown_host.take() {
+            Some(v) => self.choice(
+                "unknown_host",
+                &v,
+                &[
+                    ("default", UnknownHost::Default),
+                    ("misdirected", UnknownHost::Misdirected),
+                    ("close", UnknownHost::Close),
+                ],
+            ),
+            None => None,
+        }
+        .unwrap_or(UnknownHost::Default);
+        let more = raw.site.take().unwrap_or_default();
+        let default = self.site(&mut raw, None, 0..0);
+        let mut sites = vec![default];
+        for table in more {
+            let at = table.span();
+            let mut raw = table.into_inner();
+            let site = self.site(&mut raw, Some(&sites[0]), at);
+            sites.push(site);
+        }
+        let warnings = nested_roots(&sites);
         Config {
             path: self.path.to_path_buf(),
             listen: SocketAddr::new(bind, port),
             workers,
-            root,
-            index,
-            not_found_page,
-            not_found_body,
-            default_type,
+            sites,
+            unknown_host,
+            warnings,
             keepalive_timeout,
             header_timeout,
             send_timeout,
             shutdown_timeout,
             max_connections,
-            mime,
-            access_log,
             user,
             group,
             pid_file,
@@ -497,18 +522,6 @@ impl Validator<'_> {
             self.error_at(name.span(), message);
         }
         index
-    }
-
-    fn not_found_page(&mut self, value: &Spanned<String>) -> Option<(PathBuf, Vec<u8>)> {
-        let text = self.path_text("not_found_page", value)?;
-        match read_page(&self.base.join(text)) {
-            Ok(found) => Some(found),
-            Err(problem) => {
-                let message = format!("invalid not_found_page {text:?}: {problem}");
-                self.error_at(value.span(), message);
-                None
-            }
-        }
     }
 
     fn default_type(&mut self, value: Option<Spanned<String>>) -> String {
@@ -663,7 +676,26 @@ impl Validator<'_> {
     }
 }
 
-/// Resolves and reads the 404 page; on failure returns the reason.
+/// A warning for each site whose root lies inside another site's root: the outer site
+/// serves the inner one's files too.
+fn nested_roots(sites: &[SiteConfig]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (i, inner) in sites.iter().enumerate() {
+        for (j, outer) in sites.iter().enumerate() {
+            if i != j && inner.root != outer.root && inner.root.starts_with(&outer.root) {
+                warnings.push(format!(
+                    "site {:?}: its root {} is inside the root of site {:?}, which serves its files too",
+                    inner.name,
+                    inner.root.display(),
+                    outer.name
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+/// Resolves and reads an error page; on failure returns the reason.
 fn read_page(path: &Path) -> Result<(PathBuf, Vec<u8>), String> {
     let path = fs::canonicalize(path).map_err(|e| io_reason(&e))?;
     // Check the type before opening: opening a FIFO for reading would block
@@ -762,21 +794,24 @@ mod tests {
         assert_eq!(config.listen, "0.0.0.0:8080".parse().unwrap());
         assert!(config.workers >= 1);
         let html = fs::canonicalize(concat!(env!("CARGO_MANIFEST_DIR"), "/html")).unwrap();
-        assert_eq!(config.root, html);
-        assert_eq!(config.index, vec!["index.html"]);
-        assert_eq!(config.not_found_page, Some(html.join("404.html")));
-        assert!(config.not_found_body.is_some());
-        assert_eq!(config.default_type, "application/octet-stream");
+        assert_eq!(config.sites[0].root, html);
+        assert_eq!(config.sites[0].index, vec!["index.html"]);
+        assert_eq!(
+            config.sites[0].error_pages.get(404).map(|p| p.path.clone()),
+            Some(html.join("404.html"))
+        );
+
+        assert_eq!(config.sites[0].default_type, "application/octet-stream");
         assert_eq!(config.keepalive_timeout, Duration::from_secs(15));
         assert_eq!(config.header_timeout, Duration::from_secs(10));
         assert_eq!(config.send_timeout, Duration::from_secs(30));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
         assert_eq!(config.max_connections, 4096);
         assert_eq!(
-            config.mime.lookup("/README.md"),
+            config.sites[0].mime.lookup("/README.md"),
             "text/markdown; charset=utf-8"
         );
-        assert_eq!(config.access_log, AccessLog::Stdout);
+        assert_eq!(config.sites[0].access_log, AccessLog::Stdout);
         assert_eq!(config.user, None);
         assert_eq!(config.group, None);
         assert_eq!(config.pid_file, None);
@@ -788,19 +823,27 @@ mod tests {
         let config = s.parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.listen, SocketAddr::new(DEFAULT_BIND, 8080));
         assert!(config.workers >= 1 && config.workers <= MAX_WORKERS);
-        assert_eq!(config.root, fs::canonicalize(s.dir.join("html")).unwrap());
-        assert_eq!(config.index, vec!["index.html"]);
-        assert_eq!(config.not_found_page, None);
-        assert_eq!(config.not_found_body, None);
-        assert_eq!(config.default_type, "application/octet-stream");
-        assert_eq!(config.mime.lookup("/x.unknown"), "application/octet-stream");
-        assert_eq!(config.mime.lookup("/x.html"), "text/html; charset=utf-8");
+        assert_eq!(
+            config.sites[0].root,
+            fs::canonicalize(s.dir.join("html")).unwrap()
+        );
+        assert_eq!(config.sites[0].index, vec!["index.html"]);
+        assert!(config.sites[0].error_pages.get(404).is_none());
+        assert_eq!(config.sites[0].default_type, "application/octet-stream");
+        assert_eq!(
+            config.sites[0].mime.lookup("/x.unknown"),
+            "application/octet-stream"
+        );
+        assert_eq!(
+            config.sites[0].mime.lookup("/x.html"),
+            "text/html; charset=utf-8"
+        );
         assert_eq!(config.keepalive_timeout, DEFAULT_KEEPALIVE_TIMEOUT);
         assert_eq!(config.header_timeout, DEFAULT_HEADER_TIMEOUT);
         assert_eq!(config.send_timeout, DEFAULT_SEND_TIMEOUT);
         assert_eq!(config.shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
         assert_eq!(config.max_connections, DEFAULT_MAX_CONNECTIONS);
-        assert_eq!(config.access_log, AccessLog::Stdout);
+        assert_eq!(config.sites[0].access_log, AccessLog::Stdout);
         assert_eq!(
             (config.user, config.group, config.pid_file),
             (None, None, None)
@@ -830,9 +873,9 @@ access = "off"
         let config = s.parse(text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.listen, "[::1]:9000".parse().unwrap());
         assert_eq!(config.workers, 3);
-        assert_eq!(config.index, vec!["index.htm", "default.html"]);
-        assert_eq!(config.default_type, "text/plain");
-        assert_eq!(config.mime.lookup("Makefile"), "text/plain");
+        assert_eq!(config.sites[0].index, vec!["index.htm", "default.html"]);
+        assert_eq!(config.sites[0].default_type, "text/plain");
+        assert_eq!(config.sites[0].mime.lookup("Makefile"), "text/plain");
         assert_eq!(config.keepalive_timeout, Duration::from_millis(500));
         assert_eq!(config.header_timeout, Duration::from_secs(120));
         assert_eq!(config.send_timeout, Duration::from_secs(3600));
@@ -840,7 +883,7 @@ access = "off"
         assert_eq!(config.max_connections, 10);
         assert_eq!(config.user.as_deref(), Some("root"));
         assert_eq!(config.group.as_deref(), Some("root"));
-        assert_eq!(config.access_log, AccessLog::Off);
+        assert_eq!(config.sites[0].access_log, AccessLog::Off);
         let ipv6_any = s.parse("bind = \"::\"\nroot = \"../html\"").unwrap();
         assert_eq!(ipv6_any.listen, "[::]:8080".parse().unwrap());
     }
@@ -858,15 +901,18 @@ access = "logs/access.log"
         let config = s.parse(text).unwrap_or_else(|e| panic!("{e}"));
         let base = fs::canonicalize(s.dir.join("conf")).unwrap();
         let html = fs::canonicalize(s.dir.join("html")).unwrap();
-        assert_eq!(config.root, html);
-        assert_eq!(config.not_found_page, Some(html.join("404.html")));
+        assert_eq!(config.sites[0].root, html);
         assert_eq!(
-            config.not_found_body.as_deref(),
+            config.sites[0].error_pages.get(404).map(|p| p.path.clone()),
+            Some(html.join("404.html"))
+        );
+        assert_eq!(
+            config.sites[0].error_pages.get(404).map(|p| &p.body[..]),
             Some(&b"<h1>not found</h1>\n"[..])
         );
         assert_eq!(config.pid_file, Some(base.join("run/srvd.pid")));
         assert_eq!(
-            config.access_log,
+            config.sites[0].access_log,
             AccessLog::File(base.join("logs/access.log"))
         );
 
@@ -876,9 +922,12 @@ access = "logs/access.log"
             "root = {html_text:?}\npid_file = \"/run/x.pid\"\n[log]\naccess = \"/var/log/a.log\"\n"
         );
         let config = s.parse(&text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.root, html);
+        assert_eq!(config.sites[0].root, html);
         assert_eq!(config.pid_file, Some(PathBuf::from("/run/x.pid")));
-        assert_eq!(config.access_log, AccessLog::File("/var/log/a.log".into()));
+        assert_eq!(
+            config.sites[0].access_log,
+            AccessLog::File("/var/log/a.log".into())
+        );
     }
 
     #[test]
@@ -1095,7 +1144,7 @@ access = "logs/access.log"
             ]
         );
         let empty = s.parse("root = \"../html\"\nindex = []").unwrap();
-        assert!(empty.index.is_empty());
+        assert!(empty.sites[0].index.is_empty());
     }
 
     #[test]
@@ -1110,15 +1159,30 @@ Html = "application/xhtml+xml"
 gmi = "text/gemini; charset=utf-8; lang=\"en us\""
 "#;
         let config = s.parse(text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.mime.lookup("/docs/README.md"), "text/x-markdown");
-        assert_eq!(config.mime.lookup("/docs/README.MD"), "text/x-markdown");
-        assert_eq!(config.mime.lookup("/index.HTML"), "application/xhtml+xml");
         assert_eq!(
-            config.mime.lookup("/capsule/index.gmi"),
+            config.sites[0].mime.lookup("/docs/README.md"),
+            "text/x-markdown"
+        );
+        assert_eq!(
+            config.sites[0].mime.lookup("/docs/README.MD"),
+            "text/x-markdown"
+        );
+        assert_eq!(
+            config.sites[0].mime.lookup("/index.HTML"),
+            "application/xhtml+xml"
+        );
+        assert_eq!(
+            config.sites[0].mime.lookup("/capsule/index.gmi"),
             "text/gemini; charset=utf-8; lang=\"en us\""
         );
-        assert_eq!(config.mime.lookup("/a.css"), "text/css; charset=utf-8");
-        assert_eq!(config.mime.lookup("/LICENSE"), "text/plain; charset=utf-8");
+        assert_eq!(
+            config.sites[0].mime.lookup("/a.css"),
+            "text/css; charset=utf-8"
+        );
+        assert_eq!(
+            config.sites[0].mime.lookup("/LICENSE"),
+            "text/plain; charset=utf-8"
+        );
     }
 
     #[test]
@@ -1149,10 +1213,10 @@ MD = "text/markdown"
         let s = Scratch::new("log");
         let parse =
             |value: &str| s.parse(&format!("root = \"../html\"\n[log]\naccess = {value:?}"));
-        assert_eq!(parse("-").unwrap().access_log, AccessLog::Stdout);
-        assert_eq!(parse("off").unwrap().access_log, AccessLog::Off);
+        assert_eq!(parse("-").unwrap().sites[0].access_log, AccessLog::Stdout);
+        assert_eq!(parse("off").unwrap().sites[0].access_log, AccessLog::Off);
         assert_eq!(
-            s.parse("root = \"../html\"\n[log]\n").unwrap().access_log,
+            s.parse("root = \"../html\"\n[log]\n").unwrap().sites[0].access_log,
             AccessLog::Stdout
         );
         assert_eq!(

@@ -61,6 +61,100 @@ pub struct RawConfig {
     pub mime_types: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     /// The `[log]` table.
     pub log: Option<RawLog>,
+
+    // Sites (see `config::site`). Every key below, and `root` to `mime_types` and `log`
+    // above, may also appear in a `[[site]]` table; the process-wide keys above may not.
+    /// Host names this site answers to: exact names, or `*.suffix` wildcards. Required
+    /// in a `[[site]]`, optional at the top level.
+    pub hosts: Option<Vec<Spanned<String>>>,
+    /// What a request for a host no site claims gets: "default" (the top-level site),
+    /// "misdirected" (421) or "close". Top level only. Default "default".
+    pub unknown_host: Option<Spanned<String>>,
+    /// Status ("404") or class ("5xx") -> page file, read at load.
+    pub error_pages: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    /// `[[headers]]` rules, in order.
+    pub headers: Option<Vec<Spanned<RawHeaderRule>>>,
+    /// `[[redirect]]` routes, in order.
+    pub redirect: Option<Vec<Spanned<RawRedirect>>>,
+    /// SPA fallback file (a path beneath the root, e.g. "/index.html"), for navigations.
+    pub fallback: Option<Spanned<String>>,
+    /// `/about` serves `about.html`, and `/about.html` redirects to `/about`.
+    pub clean_urls: Option<Spanned<bool>>,
+    /// "redirect" (default) or "ignore": what `/dir` without its slash gets.
+    pub trailing_slash: Option<Spanned<String>>,
+    /// Directory listings: true, false (default), or a list of path globs.
+    pub listing: Option<Spanned<RawListing>>,
+    /// Cache-Control preset: "static-site" or "off" (default).
+    pub cache: Option<Spanned<String>>,
+    /// max-age of assets under the "static-site" preset that are not content-hashed.
+    /// Default "1h".
+    pub cache_max_age: Option<Spanned<String>>,
+    /// More sites: `[[site]]` tables, each with the per-site keys above.
+    pub site: Option<Vec<Spanned<RawConfig>>>,
+}
+
+/// One `[[headers]]` rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderRule {
+    /// Path glob the rule applies to. Required.
+    #[serde(rename = "match")]
+    pub pattern: Option<Spanned<String>>,
+    /// Header name -> value, set on matching responses.
+    pub set: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    /// Header names removed from matching responses.
+    pub remove: Option<Vec<Spanned<String>>>,
+    /// "always" (default: errors included) or "success" (2xx and 3xx).
+    pub on: Option<Spanned<String>>,
+}
+
+/// One `[[redirect]]` route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    /// Exact path or glob. Required.
+    pub from: Option<Spanned<String>>,
+    /// Path or absolute URL, with `{1}`.. and `{path}`. Required.
+    pub to: Option<Spanned<String>>,
+    /// 301, 302, 303, 307 or 308 (default).
+    pub status: Option<Spanned<i64>>,
+    /// Only for these request hosts.
+    pub hosts: Option<Vec<Spanned<String>>>,
+}
+
+/// The `listing` value as written: a switch or a list of globs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawListing {
+    Switch(bool),
+    Paths(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawListing {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListingVisitor;
+
+        impl<'de> Visitor<'de> for ListingVisitor {
+            type Value = RawListing;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false or an array of path globs")
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawListing, E> {
+                Ok(RawListing::Switch(v))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawListing, A::Error> {
+                let mut paths = Vec::new();
+                while let Some(p) = seq.next_element::<String>()? {
+                    paths.push(p);
+                }
+                Ok(RawListing::Paths(paths))
+            }
+        }
+
+        deserializer.deserialize_any(ListingVisitor)
+    }
 }
 
 /// The `[log]` table.
@@ -70,6 +164,8 @@ pub struct RawLog {
     /// Access log destination: a file path, "-" for stdout, or "off".
     /// Default "-".
     pub access: Option<Spanned<String>>,
+    /// "combined" (default), "vhost_combined" or "json".
+    pub format: Option<Spanned<String>>,
 }
 
 /// The `workers` value as written: TOML allows either an integer or a

@@ -109,6 +109,7 @@ pub struct Request<'b> {
     pub if_range: Option<&'b [u8]>,
     pub user_agent: Option<&'b [u8]>,
     pub referer: Option<&'b [u8]>,
+    pub accept: Option<&'b [u8]>,
 }
 
 impl Request<'_> {
@@ -188,6 +189,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
         if_range: None,
         user_agent: None,
         referer: None,
+        accept: None,
     };
     let mut hosts = 0;
     let mut content_length: Option<u64> = None;
@@ -239,6 +241,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
             out.user_agent = Some(v);
         } else if name.eq_ignore_ascii_case("referer") {
             out.referer = Some(v);
+        } else if name.eq_ignore_ascii_case("accept") {
+            out.accept = Some(v);
         }
     }
     // RFC 9112 §3.2: a 1.1 request without exactly one Host, or with an empty one, is 400.

@@ -5,6 +5,7 @@
 //! HEAD, where it states what a GET would carry), so the client always knows the framing.
 
 use crate::http::Status;
+use crate::site::headers::{Applied, Builtin};
 
 /// What the `Connection` header should say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,11 @@ pub struct Head<'a> {
     pub location: Option<&'a str>,
     pub allow: bool,
     pub connection: Connection,
+    /// From the site's `cache` preset (successful responses only).
+    pub cache_control: Option<&'a str>,
+    /// The site's header rules for this response: they replace or remove built-in
+    /// headers and add their own at the end.
+    pub rules: Applied<'a>,
 }
 
 /// The methods srvd serves, for `Allow`.
@@ -58,28 +64,38 @@ impl<'a> Head<'a> {
             location: None,
             allow: false,
             connection: Connection::Default,
+            cache_control: None,
+            rules: Applied::NONE,
         }
     }
 
     /// Appends the head, ending with the empty line, to `out`.
     pub fn encode(&self, date: &[u8], out: &mut Vec<u8>) {
+        let off = self.rules.suppress();
+        let on = |b: Builtin| off & b.bit() == 0;
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(self.status.line().as_bytes());
-        out.extend_from_slice(b"\r\nServer: srvd\r\nDate: ");
+        if on(Builtin::Server) {
+            out.extend_from_slice(b"\r\nServer: srvd");
+        }
+        out.extend_from_slice(b"\r\nDate: ");
         out.extend_from_slice(date);
-        if let Some(ct) = self.content_type {
+        if let Some(ct) = self.content_type.filter(|_| on(Builtin::ContentType)) {
             header(out, b"Content-Type", ct.as_bytes());
         }
         out.extend_from_slice(b"\r\nContent-Length: ");
         number(out, self.content_length);
-        if let Some(lm) = self.last_modified {
+        if let Some(lm) = self.last_modified.filter(|_| on(Builtin::LastModified)) {
             header(out, b"Last-Modified", lm.as_bytes());
         }
-        if let Some(etag) = self.etag {
+        if let Some(etag) = self.etag.filter(|_| on(Builtin::ETag)) {
             header(out, b"ETag", etag.as_bytes());
         }
-        if self.accept_ranges {
+        if self.accept_ranges && on(Builtin::AcceptRanges) {
             out.extend_from_slice(b"\r\nAccept-Ranges: bytes");
+        }
+        if let Some(cc) = self.cache_control.filter(|_| on(Builtin::CacheControl)) {
+            header(out, b"Cache-Control", cc.as_bytes());
         }
         match self.content_range {
             Some(ContentRange::Bytes { first, last, len }) => {
@@ -102,6 +118,7 @@ impl<'a> Head<'a> {
         if self.allow {
             header(out, b"Allow", ALLOW.as_bytes());
         }
+        self.rules.write(out);
         match self.connection {
             Connection::Default => {}
             Connection::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),

@@ -26,8 +26,7 @@ use nix::unistd::Pid;
 
 use crate::config::Config;
 use crate::log::{self, AccessLog};
-use crate::static_files::Site;
-use crate::sys::fs::RootDir;
+use crate::site::Sites;
 use crate::sys::process::{self, Forked};
 use crate::sys::shm::{self, Scoreboard};
 use crate::sys::signals::{Command, Role, Signals};
@@ -131,12 +130,16 @@ impl Master {
             })?;
         }
         log::notice(format_args!(
-            "srvd {} listening on {}, {} workers, root \"{}\"",
+            "srvd {} listening on {}, {} workers, {} site(s), root \"{}\"",
             env!("CARGO_PKG_VERSION"),
             self.config.listen,
             self.target,
-            self.config.root.display()
+            self.config.sites.len(),
+            self.config.default_site().root.display()
         ));
+        for warning in &self.config.warnings {
+            log::warn(format_args!("{warning}"));
+        }
         // A fresh master starts counting reloads from zero for `srvd reload`.
         self.publish_reload_state();
         let mut announced = false;
@@ -300,10 +303,10 @@ impl Master {
             Forked::Child => {
                 // From here on this is a worker; it never returns into master frames.
                 self.signals.forget();
-                let result = (|| -> io::Result<(WorkerInit, AccessLog)> {
+                let result = (|| -> io::Result<(WorkerInit, Vec<AccessLog>)> {
                     process::die_with_master(master, Signal::SIGKILL)?;
-                    let root = RootDir::open(&config.root)?;
-                    let access_log = AccessLog::open(&config.access_log)?;
+                    let (logs, log_of) = worker::open_logs(&config)?;
+                    let sites = Sites::open(&config, |i| log_of[i])?;
                     let init = WorkerInit {
                         listeners: vec![listener.try_clone()?],
                         channel: theirs,
@@ -314,15 +317,16 @@ impl Master {
                             self.kick.try_clone()?,
                         ),
                         master,
-                        site: Site::new(config, root),
+                        sites,
+                        config,
                     };
-                    let keep = worker::keep_fds(&init, &access_log);
+                    let keep = worker::keep_fds(&init, &logs);
                     process::become_worker(&keep)?;
                     process::drop_privileges(
-                        init.site.config.user.as_deref(),
-                        init.site.config.group.as_deref(),
+                        init.config.user.as_deref(),
+                        init.config.group.as_deref(),
                     )?;
-                    Ok((init, access_log))
+                    Ok((init, logs))
                 })();
                 match result {
                     Ok((init, access_log)) => worker::run(init, access_log),

@@ -72,14 +72,34 @@ pub struct Entry {
     /// Covered by inotify watches ([`super::watch`]): hits skip the `fstatat`, and any
     /// change empties the cache instead.
     pub watched: bool,
+    /// The site's header rules that match the key path (a mask, see
+    /// [`crate::site::headers`]): matched once per entry, not once per response.
+    pub rules: u64,
+    /// Which Cache-Control the site's preset gives this file.
+    pub cache_class: CacheClass,
 }
 
-/// Request path → cached file.
+/// The Cache-Control class of a file under a site's `cache` preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheClass {
+    /// No preset.
+    None,
+    /// HTML: revalidate every time.
+    NoCache,
+    /// A content-hashed name: cached for a year.
+    Immutable,
+    /// Any other asset: the site's `cache_max_age`.
+    Other,
+}
+
+/// (site, request path) → cached file. One map per site, one budget for the worker.
 #[derive(Debug)]
 pub struct FileCache {
     /// FxHash: keys are paths of files that exist under the root (only opened files are
-    /// inserted), and the map is bounded, so a cheap hash is safe here.
-    map: rustc_hash::FxHashMap<String, Entry>,
+    /// inserted), and the maps are bounded, so a cheap hash is safe here.
+    maps: Vec<rustc_hash::FxHashMap<String, Entry>>,
+    /// Entries in all maps.
+    entries: usize,
     bytes: usize,
     files: usize,
     /// Descriptor budget: a quarter of the fd limit (connections need the rest), at most
@@ -87,19 +107,20 @@ pub struct FileCache {
     max_files: usize,
 }
 
-impl Default for FileCache {
-    fn default() -> Self {
+impl FileCache {
+    /// An empty cache for `sites` sites, with a descriptor budget of a quarter of the fd
+    /// limit (connections need the rest), at most [`MAX_OPEN_FILES`].
+    pub fn new(sites: usize) -> FileCache {
         let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map_or(1024, |(soft, _)| soft);
-        FileCache::with_max_files((limit / 4).clamp(16, MAX_OPEN_FILES as u64) as usize)
+        FileCache::with_max_files(sites, (limit / 4).clamp(16, MAX_OPEN_FILES as u64) as usize)
     }
-}
 
-impl FileCache {
     /// An empty cache that keeps at most `max_files` descriptors.
-    pub fn with_max_files(max_files: usize) -> FileCache {
+    pub fn with_max_files(sites: usize, max_files: usize) -> FileCache {
         FileCache {
-            map: Default::default(),
+            maps: (0..sites.max(1)).map(|_| Default::default()).collect(),
+            entries: 0,
             bytes: 0,
             files: 0,
             max_files,
@@ -115,13 +136,13 @@ impl FileCache {
     /// is dropped. (A bool, not the entry: returning a borrow from one branch while the
     /// other removes is what the borrow checker refuses, and a second lookup per hit here
     /// would be a third one per request.)
-    pub fn is_fresh(&mut self, root: &RootDir, key: &str) -> bool {
-        let fresh = match self.map.get(key) {
+    pub fn is_fresh(&mut self, site: usize, root: &RootDir, key: &str) -> bool {
+        let fresh = match self.maps[site].get(key) {
             None => return false,
             Some(e) => e.watched || root.stat_beneath(&e.rel).is_ok_and(|id| id == e.id),
         };
         if !fresh {
-            if let Some(old) = self.map.remove(key) {
+            if let Some(old) = self.maps[site].remove(key) {
                 self.forget(&old);
             }
         }
@@ -130,48 +151,50 @@ impl FileCache {
 
     /// The entry for `key`, without revalidation: only after [`FileCache::is_fresh`] or
     /// [`FileCache::insert`] for the same key in the same request.
-    pub fn entry(&self, key: &str) -> Option<&Entry> {
-        self.map.get(key)
+    pub fn entry(&self, site: usize, key: &str) -> Option<&Entry> {
+        self.maps[site].get(key)
     }
 
-    /// Caches `entry` under `key` and returns it.
-    pub fn insert(&mut self, key: String, entry: Entry) -> &Entry {
-        if self.map.len() >= MAX_ENTRIES
+    /// Caches `entry` under `key` for `site`.
+    pub fn insert(&mut self, site: usize, key: String, entry: Entry) {
+        if self.entries >= MAX_ENTRIES
             || self.bytes + entry.body.bytes() > MAX_BYTES
             || self.files + entry.body.files() > self.max_files
         {
-            self.map.clear();
-            self.bytes = 0;
-            self.files = 0;
+            self.clear();
         }
         self.bytes += entry.body.bytes();
         self.files += entry.body.files();
-        if let Some(old) = self.map.insert(key.clone(), entry) {
+        self.entries += 1;
+        if let Some(old) = self.maps[site].insert(key, entry) {
             self.forget(&old);
         }
-        self.map.get(&key).expect("just inserted")
     }
 
     fn forget(&mut self, old: &Entry) {
         self.bytes -= old.body.bytes();
         self.files -= old.body.files();
+        self.entries -= 1;
     }
 
     /// Empties the cache (a watched file or directory changed).
     pub fn clear(&mut self) {
-        self.map.clear();
+        for map in &mut self.maps {
+            map.clear();
+        }
+        self.entries = 0;
         self.bytes = 0;
         self.files = 0;
     }
 
     /// Number of cached files.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.entries
     }
 
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.entries == 0
     }
 }
 
@@ -191,6 +214,8 @@ mod tests {
             last_modified_text: String::new(),
             body: Content::Bytes(body.into()),
             watched: false,
+            rules: 0,
+            cache_class: CacheClass::None,
         }
     }
 
@@ -206,15 +231,15 @@ mod tests {
         let dir = temp_root("change");
         std::fs::write(dir.join("a.txt"), b"one").unwrap();
         let root = RootDir::open(&dir).unwrap();
-        let mut cache = FileCache::default();
-        cache.insert("/a.txt".into(), entry(&root, "a.txt", b"one"));
+        let mut cache = FileCache::new(1);
+        cache.insert(0, "/a.txt".into(), entry(&root, "a.txt", b"one"));
         assert!(
-            cache.is_fresh(&root, "/a.txt")
-                && matches!(&cache.entry("/a.txt").unwrap().body, Content::Bytes(b) if &b[..] == b"one")
+            cache.is_fresh(0, &root, "/a.txt")
+                && matches!(&cache.entry(0, "/a.txt").unwrap().body, Content::Bytes(b) if &b[..] == b"one")
         );
         // Same size, new content: mtime/ctime in nanoseconds differ.
         std::fs::write(dir.join("a.txt"), b"two").unwrap();
-        assert!(!cache.is_fresh(&root, "/a.txt"));
+        assert!(!cache.is_fresh(0, &root, "/a.txt"));
         assert!(cache.is_empty());
     }
 
@@ -223,14 +248,14 @@ mod tests {
         let dir = temp_root("replace");
         std::fs::write(dir.join("a.txt"), b"one").unwrap();
         let root = RootDir::open(&dir).unwrap();
-        let mut cache = FileCache::default();
-        cache.insert("/a.txt".into(), entry(&root, "a.txt", b"one"));
+        let mut cache = FileCache::new(1);
+        cache.insert(0, "/a.txt".into(), entry(&root, "a.txt", b"one"));
         std::fs::write(dir.join("b.txt"), b"one").unwrap();
         std::fs::rename(dir.join("b.txt"), dir.join("a.txt")).unwrap();
-        assert!(!cache.is_fresh(&root, "/a.txt"), "another inode");
-        cache.insert("/a.txt".into(), entry(&root, "a.txt", b"one"));
+        assert!(!cache.is_fresh(0, &root, "/a.txt"), "another inode");
+        cache.insert(0, "/a.txt".into(), entry(&root, "a.txt", b"one"));
         std::fs::remove_file(dir.join("a.txt")).unwrap();
-        assert!(!cache.is_fresh(&root, "/a.txt"), "gone");
+        assert!(!cache.is_fresh(0, &root, "/a.txt"), "gone");
     }
 
     #[test]
@@ -238,10 +263,10 @@ mod tests {
         let dir = temp_root("bound");
         std::fs::write(dir.join("a.txt"), b"x").unwrap();
         let root = RootDir::open(&dir).unwrap();
-        let mut cache = FileCache::default();
+        let mut cache = FileCache::new(1);
         let big = vec![0u8; MAX_BYTES / 2 + 1];
-        cache.insert("/1".into(), entry(&root, "a.txt", &big));
-        cache.insert("/2".into(), entry(&root, "a.txt", &big));
+        cache.insert(0, "/1".into(), entry(&root, "a.txt", &big));
+        cache.insert(0, "/2".into(), entry(&root, "a.txt", &big));
         assert_eq!(cache.len(), 1, "the second insert emptied the cache first");
         assert!(cache.bytes <= MAX_BYTES);
     }

@@ -1,19 +1,25 @@
-//! Turns a parsed request into exactly one response (cf. darkhttpd `process_request`).
+//! Turns a request for a site's files into exactly one response (cf. darkhttpd
+//! `process_request`). The site, OPTIONS, the path and the route table come first
+//! ([`crate::site::respond`]); what reaches here is a static-file request.
 //!
 //! The pipeline, one step each, any step may end it with a status:
-//! 1. method: OPTIONS → 204, other registered methods → 405, unknown → 501;
-//! 2. path: strip the query, decode, normalise ([`path::normalize`]) → 400 when unsafe;
-//! 3. hidden: dotfiles and dot-directories → 404, except `/.well-known/`;
-//! 4. resolve: open beneath the root, directory → 301 or index file ([`resolve`]);
-//! 5. preconditions: If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since → 412/304;
-//! 6. ranges: Range (with If-Range) on a 200 → 206 / 416;
-//! 7. head + body: small files are copied behind the head (one write); larger ones go out
+//! 1. method: GET and HEAD; other registered methods → 405, unknown → 501;
+//! 2. hidden: dotfiles and dot-directories → 404, except `/.well-known/`;
+//! 3. resolve: open beneath the site's root ([`resolve`]): file, index file, clean URL,
+//!    redirect, listing; nothing there → the SPA fallback for navigations, else 404;
+//! 4. preconditions: If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since → 412/304;
+//! 5. ranges: Range (with If-Range) on a 200 → 206 / 416;
+//! 6. head + body: small files are copied behind the head (one write); larger ones go out
 //!    by sendfile from the open file.
 //!
-//! Every status that is not a success is built by [`error_reply`], the one place that
-//! writes error responses.
+//! Every head carries the site's header rules for the request path ([`crate::site::headers`])
+//! and, on success, its Cache-Control preset. Every status that is not a success is built
+//! by [`error_reply`], the one place that writes error responses (with the site's error
+//! pages and rules).
 
+pub mod autoindex;
 pub mod cache;
+pub mod listing;
 pub mod mime;
 pub mod path;
 pub mod resolve;
@@ -26,43 +32,52 @@ use std::os::unix::fs::MetadataExt;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::Config;
+use crate::config::site::CachePreset;
 use crate::http::conditional::{self, Conditions, Precondition, Validators};
 use crate::http::range::{self, RangeOutcome};
 use crate::http::response::{Connection, ContentRange, Head};
 use crate::http::{Method, Request, Status};
-use crate::sys::fs::{FileId, RootDir};
-use cache::Content;
+use crate::site::headers::Applied;
+use crate::site::Site;
+use crate::sys::fs::FileId;
+use cache::{CacheClass, Content};
+use path::Target;
 
 /// Files up to this size are read into the response buffer and leave with the head in a
 /// single write; larger ones are sent with sendfile. 16 KiB keeps the copy cheap and the
 /// per-connection buffer small.
 pub const SMALL_FILE_MAX: u64 = 16 * 1024;
 
-/// The page sent with a 404 when `not_found_page` is not configured.
+/// The page sent with a 404 when no 404 page is configured.
 const BUILTIN_404: &[u8] = b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\
 <body><h1>404 Not Found</h1><p>The requested URL was not found on this server.</p>\
 <hr><address>srvd</address></body></html>\n";
 
-/// What a generation serves: its config, an open handle on its root, and the worker's
-/// cache of small files (a worker is single-threaded, hence the `RefCell`).
-pub struct Site {
-    pub config: Config,
-    pub root: RootDir,
-    pub cache: std::cell::RefCell<cache::FileCache>,
-    /// The worker's inotify instance, set by the worker once it runs (`None` in the master,
-    /// or where inotify is unavailable: then every hit revalidates by stat).
+/// `Cache-Control` of content-hashed files under the static-site preset.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// A worker's file state, shared by its sites: the cache (partitioned by site) and the
+/// inotify instance that keeps it fresh.
+pub struct Files {
+    pub cache: cache::FileCache,
+    /// `None` where inotify is unavailable: then every hit revalidates by stat.
     pub watcher: Option<watch::Watcher>,
+    pub listings: autoindex::Cache,
 }
 
-impl Site {
-    pub fn new(config: Config, root: RootDir) -> Site {
-        Site {
-            config,
-            root,
-            cache: Default::default(),
-            watcher: None,
+impl Files {
+    pub fn new(sites: usize, watcher: Option<watch::Watcher>) -> Files {
+        Files {
+            cache: cache::FileCache::new(sites),
+            watcher,
+            listings: Default::default(),
         }
+    }
+
+    /// A watched file changed: forget everything.
+    pub fn clear(&mut self) {
+        self.cache.clear();
+        self.listings.clear();
     }
 }
 
@@ -113,24 +128,46 @@ impl Outcome {
     }
 }
 
-/// Handles `req` and appends the response head (and small bodies) to `out`.
+/// OPTIONS (any target, `*` included): 204 with `Allow`.
+pub fn options(date: &[u8], conn: Connection, out: &mut Vec<u8>) -> Outcome {
+    let mut head = Head::new(Status::NoContent, 0);
+    head.allow = true;
+    head.connection = conn;
+    head.encode(date, out);
+    Outcome::head_only(Status::NoContent)
+}
+
+/// Handles a static-file request for `target` (normalised) and appends the response head
+/// (and small bodies) to `out`.
 pub fn handle(
     site: &Site,
+    files: &mut Files,
     req: &Request,
+    target: &Target,
     date: &[u8],
     conn: Connection,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    match serve(site, req, date, conn, out) {
+    match serve(site, files, req, target, date, conn, out) {
         Ok(outcome) => outcome,
-        Err(status) => error_reply(site, status, req.method == Method::Head, date, conn, out),
+        Err(status) => error_reply(
+            site,
+            Some(&target.path),
+            status,
+            req.method == Method::Head,
+            date,
+            conn,
+            out,
+        ),
     }
 }
 
-/// Steps 1-7; an `Err` is the status of an error reply.
+/// Steps 1-6; an `Err` is the status of an error reply.
 fn serve(
     site: &Site,
+    files: &mut Files,
     req: &Request,
+    target: &Target,
     date: &[u8],
     conn: Connection,
     out: &mut Vec<u8>,
@@ -138,66 +175,170 @@ fn serve(
     // 1. method
     match req.method {
         Method::Get | Method::Head => {}
-        Method::Options => {
-            let mut head = Head::new(Status::NoContent, 0);
-            head.allow = true;
-            head.connection = conn;
-            head.encode(date, out);
-            return Ok(Outcome::head_only(Status::NoContent));
-        }
-        Method::NotAllowed => return Err(Status::MethodNotAllowed),
+        Method::NotAllowed | Method::Options => return Err(Status::MethodNotAllowed),
         Method::Unknown => return Err(Status::NotImplemented),
     }
-    // 2. path
-    let target = path::normalize(req.target).map_err(|_| Status::BadRequest)?;
-    // 3. hidden
+    // 2. hidden
     if path::is_hidden(&target.path) {
         return Err(Status::NotFound);
     }
-    // 4. resolve: the worker's cache first (one fstatat), else open beneath the root
-    let mut cache = site.cache.borrow_mut();
-    if !cache.is_fresh(&site.root, &target.path) {
-        match resolve::resolve(site, &target)? {
-            resolve::Resolved::File { file, meta, path } => {
-                let as_bytes = meta.len() <= SMALL_FILE_MAX && cache.has_room_for_bytes(meta.len());
-                let mut entry = new_entry(file, &meta, path, as_bytes)?;
-                // Watches first, then one more stat: a change between our open and the
-                // watches shows as a different FileId, and such an entry stays unwatched.
-                entry.watched = site
-                    .watcher
-                    .as_ref()
-                    .is_some_and(|w| w.watch(&site.config.root, &entry.rel))
-                    && site
-                        .root
-                        .stat_beneath(&entry.rel)
-                        .is_ok_and(|id| id == entry.id);
-                cache.insert(target.path.to_string(), entry);
+    // 3. resolve: the worker's cache first (one fstatat), else open beneath the root
+    let key: &str = &target.path;
+    if !files.cache.is_fresh(site.id, &site.root, key) {
+        match resolve::resolve(site, target) {
+            Ok(resolve::Resolved::File { file, meta, path }) => {
+                insert(site, files, key, file, &meta, path)?;
             }
-            resolve::Resolved::Redirect(location) => {
-                let mut head = Head::new(Status::MovedPermanently, 0);
-                head.location = Some(&location);
-                head.connection = conn;
-                head.content_type = Some("text/html; charset=utf-8");
-                head.encode(date, out);
-                return Ok(Outcome::head_only(Status::MovedPermanently));
+            Ok(resolve::Resolved::Redirect(status, location)) => {
+                return Ok(redirect_reply(
+                    site, key, status, &location, date, conn, out,
+                ));
+            }
+            Ok(resolve::Resolved::Listing(dir)) => {
+                return autoindex::respond(site, files, req, target, dir, date, conn, out);
+            }
+            Err(Status::NotFound) => match site.config.fallback.as_deref() {
+                Some(fallback) if is_navigation(req, key) => {
+                    return serve_fallback(site, files, req, key, fallback, date, conn, out);
+                }
+                _ => return Err(Status::NotFound),
+            },
+            Err(other) => return Err(other),
+        }
+    }
+    let e = files
+        .cache
+        .entry(site.id, key)
+        .expect("present: found or inserted above");
+    represent(site, e, e.rules, req, date, conn, out)
+}
+
+/// Opens the file of a cache miss into a new entry under `key`.
+fn insert(
+    site: &Site,
+    files: &mut Files,
+    key: &str,
+    file: File,
+    meta: &std::fs::Metadata,
+    served_path: String,
+) -> Result<(), Status> {
+    let as_bytes = meta.len() <= SMALL_FILE_MAX && files.cache.has_room_for_bytes(meta.len());
+    let mut entry = new_entry(file, meta, served_path, as_bytes)?;
+    entry.rules = site.config.headers.matching(key);
+    entry.cache_class = cache_class(
+        &site.config.cache,
+        site.config.mime.lookup(&entry.served_path),
+        &entry.served_path,
+    );
+    // Watches first, then one more stat: a change between our open and the watches shows
+    // as a different FileId, and such an entry stays unwatched.
+    entry.watched = files
+        .watcher
+        .as_ref()
+        .is_some_and(|w| w.watch(&site.config.root, &entry.rel))
+        && site
+            .root
+            .stat_beneath(&entry.rel)
+            .is_ok_and(|id| id == entry.id);
+    files.cache.insert(site.id, key.to_owned(), entry);
+    Ok(())
+}
+
+/// SPA fallback (`fallback`): a navigation is a GET or HEAD that accepts HTML (an absent
+/// Accept, `text/html` or `*/*`) for a path whose last segment has no dot. Asset requests
+/// (`/app.js`) and API calls (`Accept: application/json`) keep their 404.
+fn is_navigation(req: &Request, path: &str) -> bool {
+    let last = path.rsplit('/').next().unwrap_or("");
+    if last.contains('.') {
+        return false;
+    }
+    match req.accept {
+        None => true,
+        Some(accept) => accept.split(|&b| b == b',').any(|item| {
+            let media = item.split(|&b| b == b';').next().unwrap_or(b"");
+            let media = media.trim_ascii();
+            media.eq_ignore_ascii_case(b"text/html") || media == b"*/*"
+        }),
+    }
+}
+
+/// Serves the fallback file (cached under its own path) for a navigation to `key`, with
+/// the header rules of the path asked for.
+#[allow(clippy::too_many_arguments)]
+fn serve_fallback(
+    site: &Site,
+    files: &mut Files,
+    req: &Request,
+    key: &str,
+    fallback: &str,
+    date: &[u8],
+    conn: Connection,
+    out: &mut Vec<u8>,
+) -> Result<Outcome, Status> {
+    if !files.cache.is_fresh(site.id, &site.root, fallback) {
+        let (file, meta) = resolve::open(&site.root, fallback.trim_start_matches('/'))?;
+        if !meta.is_file() {
+            return Err(Status::NotFound);
+        }
+        insert(site, files, fallback, file, &meta, fallback.to_owned())?;
+    }
+    let e = files
+        .cache
+        .entry(site.id, fallback)
+        .expect("present: found or inserted above");
+    let rules = site.config.headers.matching(key);
+    represent(site, e, rules, req, date, conn, out)
+}
+
+/// Which preset Cache-Control a file gets.
+fn cache_class(preset: &CachePreset, content_type: &str, served_path: &str) -> CacheClass {
+    match preset {
+        CachePreset::Off => CacheClass::None,
+        CachePreset::StaticSite { .. } => {
+            let name = served_path.rsplit('/').next().unwrap_or("");
+            if content_type.starts_with("text/html") {
+                CacheClass::NoCache
+            } else if is_content_hashed(name) {
+                CacheClass::Immutable
+            } else {
+                CacheClass::Other
             }
         }
     }
-    let e = cache
-        .entry(&target.path)
-        .expect("present: found or inserted above");
-    let rep = Rep {
-        etag: &e.etag,
-        last_modified: e.last_modified,
-        last_modified_text: &e.last_modified_text,
-        len: e.id.size,
-        content_type: site.config.mime.lookup(&e.served_path),
-        body: match &e.body {
-            Content::Bytes(bytes) => RepBody::Memory(bytes),
-            Content::File(file) => RepBody::File(Rc::clone(file)),
-        },
+}
+
+/// A file name that carries a content hash between a `.` or `-` and its extension: 8+
+/// hex digits, or 8+ base64url characters with at least one digit and one letter
+/// (`app.3f9a1c2b.js`, `index-BdGx3f7A.js`; not `handlers.js` or `my-component.js`).
+pub fn is_content_hashed(name: &str) -> bool {
+    let Some(dot) = name.rfind('.') else {
+        return false;
     };
-    represent(rep, req, date, conn, out)
+    let stem = &name[..dot];
+    let Some(sep) = stem.rfind(['.', '-']) else {
+        return false;
+    };
+    let hash = &stem[sep + 1..];
+    if sep == 0 || hash.len() < 8 {
+        return false;
+    }
+    if hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return true;
+    }
+    hash.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && hash.bytes().any(|b| b.is_ascii_digit())
+        && hash.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+/// The preset's header value for a class.
+fn cache_control(preset: &CachePreset, class: CacheClass) -> Option<&str> {
+    match (preset, class) {
+        (_, CacheClass::None) | (CachePreset::Off, _) => None,
+        (_, CacheClass::NoCache) => Some("no-cache"),
+        (_, CacheClass::Immutable) => Some(IMMUTABLE),
+        (CachePreset::StaticSite { other }, CacheClass::Other) => Some(other),
+    }
 }
 
 /// A representation ready to answer: validators, type, and where its bytes are.
@@ -258,17 +399,33 @@ fn new_entry(
         last_modified_text: httpdate::fmt_http_date(last_modified),
         body,
         watched: false,
+        rules: 0,
+        cache_class: CacheClass::None,
     })
 }
 
-/// Steps 5-7 for a resolved representation.
+/// Steps 4-6 for a cached file, with the header rules of `rules` (a mask over the site's).
 fn represent(
-    rep: Rep,
+    site: &Site,
+    e: &cache::Entry,
+    rules: u64,
     req: &Request,
     date: &[u8],
     conn: Connection,
     out: &mut Vec<u8>,
 ) -> Result<Outcome, Status> {
+    let rep = Rep {
+        etag: &e.etag,
+        last_modified: e.last_modified,
+        last_modified_text: &e.last_modified_text,
+        len: e.id.size,
+        content_type: site.config.mime.lookup(&e.served_path),
+        body: match &e.body {
+            Content::Bytes(bytes) => RepBody::Memory(bytes),
+            Content::File(file) => RepBody::File(Rc::clone(file)),
+        },
+    };
+    let headers = &site.config.headers;
     let len = rep.len;
     let validators = Validators {
         etag: rep.etag,
@@ -290,6 +447,8 @@ fn represent(
     head.etag = Some(rep.etag);
     head.accept_ranges = true;
     head.connection = conn;
+    head.cache_control = cache_control(&site.config.cache, e.cache_class);
+    head.rules = headers.applied(rules, 200);
     match conditional::evaluate(true, &conditions, &validators) {
         Precondition::Proceed => {}
         Precondition::NotModified => {
@@ -325,6 +484,8 @@ fn represent(
         }
         RangeOutcome::Unsatisfiable => {
             head.status = Status::RangeNotSatisfiable;
+            head.cache_control = None;
+            head.rules = headers.applied(rules, 416);
             head.content_type = Some("text/html; charset=utf-8");
             head.content_length = 0;
             head.content_range = Some(ContentRange::Unsatisfied { len });
@@ -451,10 +612,12 @@ fn read_at(file: &File, start: u64, want: u64, out: &mut Vec<u8>) -> bool {
     file.read_exact_at(&mut out[before..], start).is_ok()
 }
 
-/// The one place error responses are built: status line, small HTML body (the configured
-/// 404 page for 404), `Allow` on 405, `Connection: close` after framing errors.
+/// The one place error responses are built: status line, the site's page for the status
+/// (or a small built-in one), its header rules for `path`, `Allow` on 405,
+/// `Connection: close` after framing errors.
 pub fn error_reply(
     site: &Site,
+    path: Option<&str>,
     status: Status,
     is_head: bool,
     date: &[u8],
@@ -462,8 +625,10 @@ pub fn error_reply(
     out: &mut Vec<u8>,
 ) -> Outcome {
     let generic;
-    let body: &[u8] = match status {
-        Status::NotFound => site.config.not_found_body.as_deref().unwrap_or(BUILTIN_404),
+    let page = site.config.error_pages.get(status.code());
+    let body: &[u8] = match (page, status) {
+        (Some(page), _) => &page.body,
+        (None, Status::NotFound) => BUILTIN_404,
         _ => {
             generic = format!(
                 "<!DOCTYPE html>\n<html><head><title>{0}</title></head><body><h1>{0}</h1></body></html>\n",
@@ -473,8 +638,13 @@ pub fn error_reply(
         }
     };
     let mut head = Head::new(status, body.len() as u64);
-    head.content_type = Some("text/html; charset=utf-8");
+    head.content_type = Some(page.map_or("text/html; charset=utf-8", |p| &p.content_type));
     head.allow = status == Status::MethodNotAllowed;
+    let headers = &site.config.headers;
+    head.rules = match path {
+        Some(path) if !headers.is_empty() => headers.applied(headers.matching(path), status.code()),
+        _ => Applied::NONE,
+    };
     // A request that failed before its framing was understood leaves the stream unusable.
     let close = closes_connection(status);
     head.connection = if close { Connection::Close } else { conn };
@@ -489,6 +659,30 @@ pub fn error_reply(
         body_len,
         close: close || conn == Connection::Close,
     }
+}
+
+/// A redirect (a route's, a directory's missing slash, a clean URL) to `location`, with
+/// the header rules of `path`.
+#[allow(clippy::too_many_arguments)]
+pub fn redirect_reply(
+    site: &Site,
+    path: &str,
+    status: Status,
+    location: &str,
+    date: &[u8],
+    conn: Connection,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    let mut head = Head::new(status, 0);
+    head.location = Some(location);
+    head.connection = conn;
+    head.content_type = Some("text/html; charset=utf-8");
+    let headers = &site.config.headers;
+    if !headers.is_empty() {
+        head.rules = headers.applied(headers.matching(path), status.code());
+    }
+    head.encode(date, out);
+    Outcome::head_only(status)
 }
 
 /// Statuses after which the connection's framing can no longer be trusted.

@@ -248,6 +248,17 @@ pub fn encode_for_location(path: &str) -> String {
     out
 }
 
+/// Percent-encodes a piece of a path (a redirect capture) as [`encode_for_location`] does,
+/// without making it absolute.
+pub fn encode_piece(text: &str) -> String {
+    utf8_percent_encode(text, LOCATION_ESCAPE).collect()
+}
+
+/// Keeps a query as it came but for bytes that do not belong in a header.
+pub fn encode_query(q: &str) -> String {
+    q.chars().filter(|c| !c.is_control()).collect()
+}
+
 /// Strip `scheme://authority` from an absolute-form target, returning what
 /// follows the authority; `None` when the target is not absolute-form.
 fn strip_absolute_form(target: &str) -> Result<Option<&str>, PathError> {

@@ -18,13 +18,16 @@ use std::net::{IpAddr, Shutdown, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use crate::config::site::LogFormat;
+use crate::config::Config;
 use crate::http::body::BodySkipper;
 use crate::http::date::DateCache;
 use crate::http::request::{self, BodyFraming, Request, MAX_HEAD};
 use crate::http::response::Connection;
 use crate::http::{Method, Status};
-use crate::log::AccessLog;
-use crate::static_files::{self, Body, Chunk, Site};
+use crate::log::{AccessLog, LineEnd, LineStart};
+use crate::site::{Selected, Site, Sites};
+use crate::static_files::{self, Body, Chunk, Files};
 use crate::sys::socket::send;
 
 /// Initial read buffer: enough for any ordinary request head.
@@ -67,22 +70,45 @@ pub enum Wait {
 
 /// Everything a connection borrows from its worker while it is being driven.
 pub struct Ctx<'a> {
-    pub site: &'a Site,
+    /// The process-wide settings (timeouts).
+    pub config: &'a Config,
+    pub sites: &'a Sites,
+    pub files: &'a mut Files,
     pub date: &'a DateCache,
-    pub log: &'a mut AccessLog,
+    /// The access logs; each site names its own by index.
+    pub logs: &'a mut [AccessLog],
     pub pool: &'a mut BufPool,
     pub now: Instant,
     pub draining: bool,
 }
 
 /// Pending log line pieces: `[..referer_at]` is the line start, then referer, then agent.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LogEntry {
     line: Vec<u8>,
     referer_at: usize,
     agent_at: usize,
     status: u16,
     bytes: u64,
+    /// Which of the worker's logs, in which format.
+    log: usize,
+    format: LogFormat,
+    started: Option<Instant>,
+}
+
+impl Default for LogEntry {
+    fn default() -> Self {
+        LogEntry {
+            line: Vec::new(),
+            referer_at: 0,
+            agent_at: 0,
+            status: 0,
+            bytes: 0,
+            log: 0,
+            format: LogFormat::Combined,
+            started: None,
+        }
+    }
 }
 
 /// One client connection.
@@ -209,7 +235,7 @@ impl Conn {
                 self.rend += n;
                 if was_idle && self.discard.is_done() {
                     // The first byte of a head starts the header timeout (slowloris).
-                    self.deadline = cx.now + cx.site.config.header_timeout;
+                    self.deadline = cx.now + cx.config.header_timeout;
                 }
                 Step::Continue
             }
@@ -259,33 +285,66 @@ impl Conn {
                 } else {
                     Connection::Default
                 };
-                if cx.log.enabled() {
-                    begin_log(&mut self.log, cx, self.peer, &req);
+                let site = match cx.sites.select(&req) {
+                    Selected::Site(site) => site,
+                    Selected::Misdirected(site) => {
+                        status_override = status_override.or(Some(Status::MisdirectedRequest));
+                        site
+                    }
+                    Selected::Close => {
+                        // `unknown_host = "close"`: no answer at all.
+                        self.rstart = self.rend;
+                        self.framing_error = true;
+                        self.log.line.clear();
+                        self.state = ConnState::Writing {
+                            body: Body::None,
+                            close: true,
+                        };
+                        return true;
+                    }
+                };
+                if cx.logs[site.log].enabled() {
+                    begin_log(&mut self.log, cx, site, self.peer, &req);
                 }
                 let mut outcome = match status_override {
                     Some(status) => static_files::error_reply(
-                        cx.site,
+                        site,
+                        None,
                         status,
                         req.method == Method::Head,
                         date,
                         conn,
                         &mut self.out,
                     ),
-                    None => static_files::handle(cx.site, &req, date, conn, &mut self.out),
+                    None => crate::site::respond(site, cx.files, &req, date, conn, &mut self.out),
                 };
                 outcome.close |= close;
                 (outcome, req.head_len)
             }
             Err(e) => {
-                if cx.log.enabled() {
+                let site = cx.sites.default_site();
+                if cx.logs[site.log].enabled() {
                     let entry = &mut self.log;
-                    cx.log
-                        .begin(&mut entry.line, self.peer, cx.date.secs(), "-", "-", 1);
+                    entry.log = site.log;
+                    entry.format = site.config.log_format;
+                    entry.started = None;
+                    let start = LineStart {
+                        format: entry.format,
+                        ip: self.peer,
+                        now: cx.date.secs(),
+                        method: "-",
+                        target: "-",
+                        minor: 1,
+                        host: b"",
+                        site: &site.config.name,
+                    };
+                    cx.logs[site.log].begin(&mut entry.line, &start);
                     entry.referer_at = entry.line.len();
                     entry.agent_at = entry.line.len();
                 }
                 let outcome = static_files::error_reply(
-                    cx.site,
+                    site,
+                    None,
                     e.status(),
                     false,
                     date,
@@ -303,7 +362,7 @@ impl Conn {
             body: outcome.body,
             close: outcome.close,
         };
-        self.deadline = cx.now + cx.site.config.send_timeout;
+        self.deadline = cx.now + cx.config.send_timeout;
         true
     }
 
@@ -318,7 +377,7 @@ impl Conn {
             match send(&self.stream, &self.out[self.out_pos..], more) {
                 Ok(n) => {
                     self.out_pos += n;
-                    self.deadline = cx.now + cx.site.config.send_timeout;
+                    self.deadline = cx.now + cx.config.send_timeout;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Step::Wait(Wait::Writable)
@@ -352,7 +411,7 @@ impl Conn {
                 },
             };
             match step {
-                Sent::Progress => self.deadline = cx.now + cx.site.config.send_timeout,
+                Sent::Progress => self.deadline = cx.now + cx.config.send_timeout,
                 Sent::Done => *body = Body::None,
                 Sent::Blocked => return Step::Wait(Wait::Writable),
                 Sent::Failed => return Step::Wait(Wait::Close),
@@ -380,12 +439,12 @@ impl Conn {
         self.state = ConnState::ReadingHead;
         if self.rstart < self.rend {
             // Pipelined input is waiting: parse it now.
-            self.deadline = cx.now + cx.site.config.header_timeout;
+            self.deadline = cx.now + cx.config.header_timeout;
             return Step::Continue;
         }
         self.rstart = 0;
         self.rend = 0;
-        self.deadline = cx.now + cx.site.config.keepalive_timeout;
+        self.deadline = cx.now + cx.config.keepalive_timeout;
         if cx.draining {
             // A response begun before the drain: read_head closes the now idle connection
             // (after answering a request that may already be here).
@@ -408,15 +467,19 @@ impl Conn {
     }
 
     fn finish_log(&mut self, cx: &mut Ctx) {
-        if cx.log.enabled() && !self.log.line.is_empty() {
+        if !self.log.line.is_empty() {
             let e = &self.log;
-            cx.log.finish(
-                &e.line[..e.referer_at],
-                e.status,
-                e.bytes,
-                &e.line[e.referer_at..e.agent_at],
-                &e.line[e.agent_at..],
-            );
+            let end = LineEnd {
+                format: e.format,
+                status: e.status,
+                bytes: e.bytes,
+                referer: &e.line[e.referer_at..e.agent_at],
+                agent: &e.line[e.agent_at..],
+                duration_us: e.started.map_or(0, |t| {
+                    t.elapsed().as_micros().try_into().unwrap_or(u64::MAX)
+                }),
+            };
+            cx.logs[e.log].finish(&e.line[..e.referer_at], &end);
             self.log.line.clear();
         }
     }
@@ -456,7 +519,8 @@ impl Conn {
     fn send_last_words(&self, cx: &mut Ctx, status: Status) {
         let mut out = Vec::new();
         static_files::error_reply(
-            cx.site,
+            cx.sites.default_site(),
+            None,
             status,
             false,
             cx.date.get(),
@@ -581,17 +645,60 @@ fn send_file(stream: &TcpStream, file: &std::fs::File, offset: &mut u64, end: u6
 
 /// Starts the access-log entry of a request: the line up to the status, then the referer
 /// and user agent kept for the end of the line.
-fn begin_log(e: &mut LogEntry, cx: &mut Ctx, peer: IpAddr, req: &Request) {
-    cx.log.begin(
-        &mut e.line,
-        peer,
-        cx.date.secs(),
-        req.method_str,
-        req.target,
-        req.minor,
-    );
+fn begin_log(e: &mut LogEntry, cx: &mut Ctx, site: &Site, peer: IpAddr, req: &Request) {
+    e.log = site.log;
+    e.format = site.config.log_format;
+    e.started = (e.format == LogFormat::Json).then(Instant::now);
+    let mut host = [0u8; 262];
+    let host = log_host(req, cx.config.listen.port(), &mut host);
+    let start = LineStart {
+        format: e.format,
+        ip: peer,
+        now: cx.date.secs(),
+        method: req.method_str,
+        target: req.target,
+        minor: req.minor,
+        host,
+        site: &site.config.name,
+    };
+    cx.logs[site.log].begin(&mut e.line, &start);
     e.referer_at = e.line.len();
     e.line.extend_from_slice(req.referer.unwrap_or_default());
     e.agent_at = e.line.len();
     e.line.extend_from_slice(req.user_agent.unwrap_or_default());
+}
+
+/// The host for the access log: normalised, with the port only when it is not the
+/// listener's.
+fn log_host<'a>(req: &Request, listen_port: u16, buf: &'a mut [u8; 262]) -> &'a [u8] {
+    let Some(authority) = crate::site::authority(req) else {
+        return &[];
+    };
+    let mut name = [0u8; 255];
+    let Some(name) = crate::site::normalise(authority, &mut name) else {
+        return &[];
+    };
+    let port = authority
+        .rsplit(|&b| b == b':')
+        .next()
+        .filter(|p| {
+            authority.len() > p.len()
+                && !authority.ends_with(b"]")
+                && p.iter().all(u8::is_ascii_digit)
+        })
+        .filter(|p| {
+            !p.is_empty()
+                && std::str::from_utf8(p)
+                    .ok()
+                    .and_then(|p| p.parse::<u16>().ok())
+                    != Some(listen_port)
+        });
+    buf[..name.len()].copy_from_slice(name);
+    let mut len = name.len();
+    if let Some(port) = port.filter(|p| p.len() <= 6) {
+        buf[len] = b':';
+        buf[len + 1..len + 1 + port.len()].copy_from_slice(port);
+        len += 1 + port.len();
+    }
+    &buf[..len]
 }

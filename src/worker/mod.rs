@@ -25,9 +25,11 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::unistd::Pid;
 
+use crate::config::Config;
 use crate::http::date::DateCache;
 use crate::log::{self, AccessLog};
-use crate::static_files::Site;
+use crate::site::Sites;
+use crate::static_files::Files;
 use crate::sys::signals::{Command, Role, Signals};
 use conn::{Conn, Ctx, Wait};
 
@@ -53,7 +55,10 @@ const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(500);
 
 /// What a worker is given by the master at fork.
 pub struct WorkerInit {
-    pub site: Site,
+    /// The generation's config (process-wide settings; the sites are in `sites`).
+    pub config: Config,
+    /// The generation's sites, their roots open.
+    pub sites: Sites,
     pub listeners: Vec<TcpListener>,
     /// Write end of this worker's channel: one byte `R` once it serves.
     pub channel: UnixStream,
@@ -73,7 +78,9 @@ struct Slot {
 }
 
 struct Worker {
-    site: Site,
+    config: Config,
+    sites: Sites,
+    files: Files,
     listeners: Vec<TcpListener>,
     listening: bool,
     accept_resume: Option<Instant>,
@@ -87,7 +94,8 @@ struct Worker {
     free: Vec<u32>,
     live: usize,
     date: DateCache,
-    log: AccessLog,
+    /// The access logs of the sites (shared by sites that name the same one).
+    logs: Vec<AccessLog>,
     pool: conn::BufPool,
     master: Pid,
     draining: Option<Instant>,
@@ -98,9 +106,9 @@ struct Worker {
 }
 
 /// Runs the worker until it is told to stop; never returns.
-pub fn run(init: WorkerInit, access_log: AccessLog) -> ! {
+pub fn run(init: WorkerInit, logs: Vec<AccessLog>) -> ! {
     log::set_worker_role();
-    let code = match Worker::new(init, access_log) {
+    let code = match Worker::new(init, logs) {
         Ok(mut worker) => match worker.run() {
             Ok(()) => 0,
             Err(e) => {
@@ -117,7 +125,7 @@ pub fn run(init: WorkerInit, access_log: AccessLog) -> ! {
 }
 
 impl Worker {
-    fn new(init: WorkerInit, log: AccessLog) -> io::Result<Worker> {
+    fn new(init: WorkerInit, logs: Vec<AccessLog>) -> io::Result<Worker> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let signals = Signals::install(Role::Worker)?;
         // Blocked since fork: anything the master sent meanwhile is delivered now, to the
@@ -126,10 +134,14 @@ impl Worker {
         // From now on the master's death is a fast stop (flush the log, exit), not SIGKILL.
         crate::sys::process::die_with_master(init.master, nix::sys::signal::Signal::SIGTERM)?;
         epoll.add(signals.fd(), EpollEvent::new(EpollFlags::EPOLLIN, SIGNALS))?;
-        let mut site = init.site;
-        site.watcher = crate::static_files::watch::Watcher::new();
+        let files = Files::new(
+            init.sites.all().len(),
+            crate::static_files::watch::Watcher::new(),
+        );
         let mut worker = Worker {
-            site,
+            config: init.config,
+            sites: init.sites,
+            files,
             listeners: init.listeners,
             listening: false,
             accept_resume: None,
@@ -141,7 +153,7 @@ impl Worker {
             free: Vec::new(),
             live: 0,
             date: DateCache::default(),
-            log,
+            logs,
             pool: conn::BufPool::default(),
             master: init.master,
             draining: None,
@@ -154,7 +166,7 @@ impl Worker {
             worker.balance.kick.as_fd(),
             EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, KICK),
         )?;
-        if let Some(w) = &worker.site.watcher {
+        if let Some(w) = &worker.files.watcher {
             worker
                 .epoll
                 .add(w.fd(), EpollEvent::new(EpollFlags::EPOLLIN, INOTIFY))?;
@@ -211,11 +223,13 @@ impl Worker {
                         for cmd in self.signals.pending() {
                             match cmd {
                                 Command::FastStop => {
-                                    self.log.flush();
+                                    self.flush_logs();
                                     return Ok(());
                                 }
                                 Command::GracefulStop => self.begin_drain(now),
-                                Command::ReopenLogs => self.log.reopen(),
+                                Command::ReopenLogs => {
+                                    self.logs.iter_mut().for_each(AccessLog::reopen)
+                                }
                                 _ => {}
                             }
                         }
@@ -231,7 +245,7 @@ impl Worker {
             }
             if let Some(deadline) = self.draining {
                 if self.live == 0 || now >= deadline {
-                    self.log.flush();
+                    self.flush_logs();
                     return Ok(());
                 }
             }
@@ -248,7 +262,7 @@ impl Worker {
     /// listener is level-triggered, so what is still queued is reported again at once.
     /// A drain takes everything queued (`all == true`), after checking for changes itself.
     fn accept(&mut self, now: Instant, index: usize, all: bool) {
-        let max = self.site.config.max_connections;
+        let max = self.config.max_connections;
         while self.live < max && self.draining.is_none() {
             let Some(listener) = self.listeners.get(index) else {
                 return;
@@ -297,7 +311,7 @@ impl Worker {
     fn should_listen(&self) -> bool {
         !self.closing_listeners
             && self.accept_resume.is_none()
-            && self.live < self.site.config.max_connections
+            && self.live < self.config.max_connections
             && self.balance.may_accept(self.live)
     }
 
@@ -341,7 +355,7 @@ impl Worker {
         };
         let slot = &mut self.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
-        slot.conn = Some(Conn::new(stream, ip, now, self.site.config.header_timeout));
+        slot.conn = Some(Conn::new(stream, ip, now, self.config.header_timeout));
         slot.writable = false;
         slot.registered = false;
         self.live += 1;
@@ -366,9 +380,11 @@ impl Worker {
     /// The connection table and a [`Ctx`] over the rest of the worker, borrowed apart.
     fn parts(&mut self, now: Instant) -> (&mut Vec<Slot>, Ctx<'_>) {
         let cx = Ctx {
-            site: &self.site,
+            config: &self.config,
+            sites: &self.sites,
+            files: &mut self.files,
             date: &self.date,
-            log: &mut self.log,
+            logs: &mut self.logs,
             pool: &mut self.pool,
             now,
             draining: self.draining.is_some(),
@@ -447,18 +463,22 @@ impl Worker {
                 self.close(index);
             }
         }
-        self.log.flush();
+        self.flush_logs();
         if nix::unistd::getppid() != self.master {
             log::warn(format_args!("master is gone, exiting"));
-            self.log.flush();
+            self.flush_logs();
             crate::sys::process::exit(0);
         }
     }
 
+    fn flush_logs(&mut self) {
+        self.logs.iter_mut().for_each(AccessLog::flush);
+    }
+
     /// Reads pending inotify events; any change empties the file cache.
     fn apply_file_changes(&mut self) {
-        if self.site.watcher.as_ref().is_some_and(|w| w.changed()) {
-            self.site.cache.borrow_mut().clear();
+        if self.files.watcher.as_ref().is_some_and(|w| w.changed()) {
+            self.files.clear();
         }
     }
 
@@ -478,7 +498,7 @@ impl Worker {
         for i in 0..self.listeners.len() {
             self.accept(now, i, true);
         }
-        self.draining = Some(now + self.site.config.shutdown_timeout);
+        self.draining = Some(now + self.config.shutdown_timeout);
         self.listeners.clear();
         for slot in &mut self.slots {
             if let Some(conn) = slot.conn.as_mut() {
@@ -490,13 +510,34 @@ impl Worker {
 }
 
 /// The fds a new worker keeps when `become_worker` closes everything else: its listeners,
-/// its channel to the master, its root directory and its access log.
-pub fn keep_fds(init: &WorkerInit, log: &AccessLog) -> Vec<std::os::fd::RawFd> {
+/// its channel to the master, the kick eventfd, its sites' root directories and their
+/// access logs.
+pub fn keep_fds(init: &WorkerInit, logs: &[AccessLog]) -> Vec<std::os::fd::RawFd> {
     use std::os::fd::AsRawFd;
     let mut keep: Vec<_> = init.listeners.iter().map(|l| l.as_raw_fd()).collect();
     keep.push(init.channel.as_raw_fd());
     keep.push(init.balance.kick.as_raw_fd());
-    keep.push(init.site.root.as_raw_fd());
-    keep.extend(log.raw_fd());
+    keep.extend(init.sites.all().iter().map(|s| s.root.as_raw_fd()));
+    keep.extend(logs.iter().filter_map(AccessLog::raw_fd));
     keep
+}
+
+/// Opens each distinct access log of `config`'s sites once; returns the logs and, per
+/// site, the index of its log.
+pub fn open_logs(config: &Config) -> io::Result<(Vec<AccessLog>, Vec<usize>)> {
+    let mut seen: Vec<&crate::config::AccessLog> = Vec::new();
+    let mut logs = Vec::new();
+    let mut of_site = Vec::with_capacity(config.sites.len());
+    for site in &config.sites {
+        let i = match seen.iter().position(|l| **l == site.access_log) {
+            Some(i) => i,
+            None => {
+                logs.push(AccessLog::open(&site.access_log)?);
+                seen.push(&site.access_log);
+                seen.len() - 1
+            }
+        };
+        of_site.push(i);
+    }
+    Ok((logs, of_site))
 }
