@@ -28,6 +28,9 @@ fn main() -> ExitCode {
                 }
             };
             if args.check {
+                for warning in &config.warnings {
+                    eprintln!("{}: warning: {warning}", args.config.display());
+                }
                 println!("{}: configuration ok", args.config.display());
                 return ExitCode::SUCCESS;
             }

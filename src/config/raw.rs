@@ -66,7 +66,7 @@ pub struct RawConfig {
     // above, may also appear in a `[[site]]` table; the process-wide keys above may not.
     /// Host names this site answers to: exact names, or `*.suffix` wildcards. Required
     /// in a `[[site]]`, optional at the top level.
-    pub hosts: Option<Vec<Spanned<String>>>,
+    pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
     /// What a request for a host no site claims gets: "default" (the top-level site),
     /// "misdirected" (421) or "close". Top level only. Default "default".
     pub unknown_host: Option<Spanned<String>>,

@@ -418,7 +418,7 @@ impl Validator<'_> {
 
     fn hosts(
         &mut self,
-        value: Option<Vec<Spanned<String>>>,
+        value: Option<Spanned<Vec<Spanned<String>>>>,
         required: bool,
         at: std::ops::Range<usize>,
     ) -> Vec<String> {
@@ -428,9 +428,14 @@ impl Validator<'_> {
             }
             return Vec::new();
         };
-        if values.is_empty() && required {
-            self.error_at(at, "a [[site]] needs at least one name in hosts".to_owned());
+        if values.get_ref().is_empty() && required {
+            let span = self.key_span(values.span(), "hosts");
+            self.error_at(
+                span,
+                "a [[site]] needs at least one name in hosts".to_owned(),
+            );
         }
+        let values = values.into_inner();
         let mut hosts = Vec::new();
         for value in values {
             match normalise_host_name(value.get_ref()) {

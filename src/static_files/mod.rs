@@ -309,26 +309,30 @@ fn cache_class(preset: &CachePreset, content_type: &str, served_path: &str) -> C
 
 /// A file name that carries a content hash between a `.` or `-` and its extension: 8+
 /// hex digits, or 8+ base64url characters with at least one digit and one letter
-/// (`app.3f9a1c2b.js`, `index-BdGx3f7A.js`; not `handlers.js` or `my-component.js`).
+/// (`app.3f9a1c2b.js`, `index-BdGx3f7A.js`, `chunk.Ab_9-xYz.css`; not `handlers.js` or
+/// `my-component.js`). The text after the last `.` of the stem is tried first (a
+/// base64url hash may itself contain `-`), then the text after its last `-`.
 pub fn is_content_hashed(name: &str) -> bool {
     let Some(dot) = name.rfind('.') else {
         return false;
     };
     let stem = &name[..dot];
-    let Some(sep) = stem.rfind(['.', '-']) else {
-        return false;
-    };
-    let hash = &stem[sep + 1..];
-    if sep == 0 || hash.len() < 8 {
-        return false;
-    }
-    if hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return true;
-    }
-    hash.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        && hash.bytes().any(|b| b.is_ascii_digit())
-        && hash.bytes().any(|b| b.is_ascii_alphabetic())
+    [stem.rfind('.'), stem.rfind('-')]
+        .into_iter()
+        .flatten()
+        .filter(|&sep| sep > 0)
+        .any(|sep| is_hash(&stem[sep + 1..]))
+}
+
+fn is_hash(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() >= 8
+        && (b.iter().all(u8::is_ascii_hexdigit)
+            || (b
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+                && b.iter().any(u8::is_ascii_digit)
+                && b.iter().any(u8::is_ascii_alphabetic)))
 }
 
 /// The preset's header value for a class.
@@ -741,4 +745,34 @@ fn boundary_seed() -> u64 {
         h.write_u64(n);
         h.finish()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_hashed_names() {
+        for hashed in [
+            "app.3f9a1c2b.js",
+            "index-BdGx3f7A.js",
+            "chunk.Ab_9-xYz.css",
+            "main.0123456789abcdef.css",
+            "logo-Zx81LmQ2.svg",
+        ] {
+            assert!(is_content_hashed(hashed), "{hashed}");
+        }
+        for plain in [
+            "handlers.js",
+            "my-component.js",
+            "index.html",
+            "jquery-3.7.1.min.js",
+            "abcdefgh",
+            ".3f9a1c2b.js",
+            "my-long-component-name2.js",
+            "app.3f9a1c2.js",
+        ] {
+            assert!(!is_content_hashed(plain), "{plain}");
+        }
+    }
 }
