@@ -56,6 +56,9 @@ impl Master {
                 return;
             }
         };
+        for warning in &config.warnings {
+            log::warn(format_args!("{warning}"));
+        }
         let Some(current) = &self.listener else {
             return;
         };

@@ -107,6 +107,10 @@ impl Sites {
 
     /// The site for `req`.
     pub fn select(&self, req: &Request) -> Selected<'_> {
+        if self.list.len() == 1 && self.unknown == UnknownHost::Default {
+            // One site that takes every host: nothing to look up.
+            return Selected::Site(&self.list[0]);
+        }
         let mut buf = [0u8; MAX_HOST];
         let found = authority(req)
             .and_then(|a| normalise(a, &mut buf))
