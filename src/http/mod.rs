@@ -1,6 +1,7 @@
 //! HTTP/1.1 wire format: request heads in, response heads out. Pure: no sockets, no files.
 
 pub mod body;
+pub mod coding;
 pub mod conditional;
 pub mod date;
 pub mod host;
