@@ -5,6 +5,7 @@
 //! column of each problem and reports every semantic error at once so an
 //! operator can fix them in one pass.
 
+pub mod compression;
 mod duration;
 pub mod raw;
 pub mod site;

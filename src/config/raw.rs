@@ -89,8 +89,71 @@ pub struct RawConfig {
     /// max-age of assets under the "static-site" preset that are not content-hashed.
     /// Default "1h".
     pub cache_max_age: Option<Spanned<String>>,
+    /// The `[compression]` table.
+    pub compression: Option<RawCompression>,
     /// More sites: `[[site]]` tables, each with the per-site keys above.
     pub site: Option<Vec<Spanned<RawConfig>>>,
+}
+
+/// The `[compression]` table (per site; each key inherited on its own).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompression {
+    /// Serve `file.br`, `file.zst`, `file.gz` sidecars. Default true.
+    pub precompressed: Option<Spanned<bool>>,
+    /// Codings made on the fly (and cached). Default ["br", "zstd", "gzip"]; [] turns it off.
+    pub on_the_fly: Option<Vec<Spanned<String>>>,
+    /// The server's order among codings of equal q. Default ["br", "zstd", "gzip"].
+    pub prefer: Option<Vec<Spanned<String>>>,
+    /// Smallest file encoded on the fly: bytes or "1KiB". Default 1 KiB.
+    pub min_size: Option<Spanned<RawSize>>,
+    /// Largest file encoded on the fly. Default 16 MiB.
+    pub max_size: Option<Spanned<RawSize>>,
+    /// Media types encoded besides the built-in list.
+    pub types: Option<Vec<Spanned<String>>>,
+    /// Level per coding: `{ br = 9, zstd = 19, gzip = 9 }`.
+    pub levels: Option<BTreeMap<Spanned<String>, Spanned<i64>>>,
+    /// Directory where encoded variants are kept and shared by the workers.
+    pub cache_dir: Option<Spanned<String>>,
+    /// Memory for encoded variants, per worker. Default 32 MiB.
+    pub cache_size: Option<Spanned<RawSize>>,
+    /// Bound of `cache_dir`'s total size. Default 1 GiB.
+    pub cache_dir_size: Option<Spanned<RawSize>>,
+}
+
+/// A size as written: bytes, or a string with a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+
+        impl Visitor<'_> for SizeVisitor {
+            type Value = RawSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of bytes or a size such as \"16MiB\"")
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(v))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_owned()))
+            }
+        }
+
+        deserializer.deserialize_any(SizeVisitor)
+    }
 }
 
 /// One `[[headers]]` rule.

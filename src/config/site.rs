@@ -51,6 +51,7 @@ pub struct SiteConfig {
     pub trailing_slash: TrailingSlash,
     pub listing: Listing,
     pub cache: CachePreset,
+    pub compression: super::compression::Compression,
     /// `cache_max_age` (kept for inheritance; the preset holds it formatted).
     pub cache_max_age: Duration,
     pub access_log: AccessLog,
@@ -338,6 +339,7 @@ impl Validator<'_> {
         } else {
             CachePreset::Off
         };
+        let compression = self.compression(raw.compression.take(), parent.map(|p| &p.compression));
         let log = raw.log.take();
         let format = log.as_ref().and_then(|l| l.format.clone());
         let access = log.filter(|l| l.access.is_some());
@@ -377,6 +379,7 @@ impl Validator<'_> {
             trailing_slash,
             listing,
             cache,
+            compression,
             cache_max_age,
             access_log,
             log_format,

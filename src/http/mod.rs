@@ -1,5 +1,6 @@
 //! HTTP/1.1 wire format: request heads in, response heads out. Pure: no sockets, no files.
 
+pub mod accept_encoding;
 pub mod body;
 pub mod coding;
 pub mod conditional;

@@ -110,6 +110,9 @@ pub struct Request<'b> {
     pub user_agent: Option<&'b [u8]>,
     pub referer: Option<&'b [u8]>,
     pub accept: Option<&'b [u8]>,
+    pub accept_encoding: Option<&'b [u8]>,
+    /// `Cache-Control: no-transform` (RFC 9111 §5.2.1.6): no on-the-fly encoding.
+    pub no_transform: bool,
 }
 
 impl Request<'_> {
@@ -190,6 +193,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
         user_agent: None,
         referer: None,
         accept: None,
+        accept_encoding: None,
+        no_transform: false,
     };
     let mut hosts = 0;
     let mut content_length: Option<u64> = None;
@@ -243,6 +248,12 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
             out.referer = Some(v);
         } else if name.eq_ignore_ascii_case("accept") {
             out.accept = Some(v);
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            out.accept_encoding = Some(v);
+        } else if name.eq_ignore_ascii_case("cache-control") {
+            out.no_transform |= v
+                .split(|&b| b == b',')
+                .any(|d| trim(d).eq_ignore_ascii_case(b"no-transform"));
         }
     }
     // RFC 9112 §3.2: a 1.1 request without exactly one Host, or with an empty one, is 400.

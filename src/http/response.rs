@@ -40,11 +40,43 @@ pub struct Head<'a> {
     pub location: Option<&'a str>,
     pub allow: bool,
     pub connection: Connection,
+    /// `Content-Encoding` of the variant sent.
+    pub content_encoding: Option<&'static str>,
+    /// The response could differ by Accept-Encoding: `Vary: Accept-Encoding`.
+    pub vary_encoding: bool,
     /// From the site's `cache` preset (successful responses only).
     pub cache_control: Option<&'a str>,
     /// The site's header rules for this response: they replace or remove built-in
     /// headers and add their own at the end.
-    pub rules: Applied<'a>,
+    pub rules: Rules<'a>,
+}
+
+/// The header rules of a response, as rules or already rendered.
+#[derive(Debug, Clone, Copy)]
+pub enum Rules<'a> {
+    None,
+    Applied(Applied<'a>),
+    /// Pre-rendered `\r\nName: value` lines and the [`Builtin`] bits they suppress
+    /// (kept per cached file).
+    Rendered(&'a [u8], u8),
+}
+
+impl Rules<'_> {
+    fn suppress(&self) -> u8 {
+        match self {
+            Rules::None => 0,
+            Rules::Applied(a) => a.suppress(),
+            Rules::Rendered(_, bits) => *bits,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Rules::None => {}
+            Rules::Applied(a) => a.write(out),
+            Rules::Rendered(block, _) => out.extend_from_slice(block),
+        }
+    }
 }
 
 /// The methods srvd serves, for `Allow`.
@@ -64,8 +96,10 @@ impl<'a> Head<'a> {
             location: None,
             allow: false,
             connection: Connection::Default,
+            content_encoding: None,
+            vary_encoding: false,
             cache_control: None,
-            rules: Applied::NONE,
+            rules: Rules::None,
         }
     }
 
@@ -83,6 +117,9 @@ impl<'a> Head<'a> {
         if let Some(ct) = self.content_type.filter(|_| on(Builtin::ContentType)) {
             header(out, b"Content-Type", ct.as_bytes());
         }
+        if let Some(ce) = self.content_encoding {
+            header(out, b"Content-Encoding", ce.as_bytes());
+        }
         out.extend_from_slice(b"\r\nContent-Length: ");
         number(out, self.content_length);
         if let Some(lm) = self.last_modified.filter(|_| on(Builtin::LastModified)) {
@@ -93,6 +130,9 @@ impl<'a> Head<'a> {
         }
         if self.accept_ranges && on(Builtin::AcceptRanges) {
             out.extend_from_slice(b"\r\nAccept-Ranges: bytes");
+        }
+        if self.vary_encoding {
+            out.extend_from_slice(b"\r\nVary: Accept-Encoding");
         }
         if let Some(cc) = self.cache_control.filter(|_| on(Builtin::CacheControl)) {
             header(out, b"Cache-Control", cc.as_bytes());

@@ -322,6 +322,17 @@ impl Master {
                     };
                     let keep = worker::keep_fds(&init, &logs);
                     process::become_worker(&keep)?;
+                    let dirs: Vec<&std::path::Path> = init
+                        .config
+                        .sites
+                        .iter()
+                        .filter_map(|s| s.compression.cache_dir.as_deref())
+                        .collect();
+                    process::hand_over(
+                        &dirs,
+                        init.config.user.as_deref(),
+                        init.config.group.as_deref(),
+                    )?;
                     process::drop_privileges(
                         init.config.user.as_deref(),
                         init.config.group.as_deref(),

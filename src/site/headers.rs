@@ -181,18 +181,9 @@ pub struct Applied<'a> {
     mask: u64,
 }
 
-impl Applied<'_> {
-    /// No rule applies.
-    pub const NONE: Applied<'static> = Applied {
-        rules: &HeaderRules {
-            rules: Vec::new(),
-            success_only: 0,
-        },
-        mask: 0,
-    };
-
+impl<'a> Applied<'a> {
     /// Calls `f` for each operation in effect (not overridden by a later rule), in order.
-    fn each(&self, mut f: impl FnMut(&Op)) {
+    fn each(&self, mut f: impl FnMut(&'a Op)) {
         let mut bits = self.mask;
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
@@ -203,6 +194,17 @@ impl Applied<'_> {
                 }
             }
         }
+    }
+
+    /// The value the rules give `name` (case-insensitive), if they set it.
+    pub fn value_of(&self, name: &str) -> Option<&'a str> {
+        let mut value = None;
+        self.each(|op| {
+            if op.name.eq_ignore_ascii_case(name) {
+                value = op.value.as_deref();
+            }
+        });
+        value
     }
 
     /// Built-in headers ([`Builtin`] bits) the head must leave out.

@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 use super::listing::{self, Entry, Order};
 use super::path::Target;
 use super::{Files, Outcome};
-use crate::http::response::{Connection, Head};
+use crate::http::response::{Connection, Head, Rules};
 use crate::http::{Method, Request, Status};
 use crate::site::Site;
 use crate::sys::fs::FileId;
@@ -133,7 +133,7 @@ pub fn respond(
     head.connection = conn;
     let headers = &site.config.headers;
     if !headers.is_empty() {
-        head.rules = headers.applied(headers.matching(&target.path), 200);
+        head.rules = Rules::Applied(headers.applied(headers.matching(&target.path), 200));
     }
     head.encode(date, out);
     let is_head = req.method == Method::Head;

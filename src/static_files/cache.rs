@@ -36,8 +36,8 @@ pub const MAX_OPEN_FILES: usize = 1024;
 /// What a cache entry holds of the file's content.
 #[derive(Debug)]
 pub enum Content {
-    /// A small file, whole.
-    Bytes(Box<[u8]>),
+    /// A small file (or an encoded variant), whole; shared with encoding jobs.
+    Bytes(Rc<[u8]>),
     /// A large file, open; responses send from it with offsets (sendfile, pread), so one
     /// descriptor serves any number of concurrent responses.
     File(Rc<File>),
@@ -75,8 +75,54 @@ pub struct Entry {
     /// The site's header rules that match the key path (a mask, see
     /// [`crate::site::headers`]): matched once per entry, not once per response.
     pub rules: u64,
+    /// Those rules as a success response writes them, rendered once (one copy per
+    /// response instead of a walk over the rules), and the built-ins they suppress.
+    pub rule_block: Box<[u8]>,
+    pub rule_suppress: u8,
     /// Which Cache-Control the site's preset gives this file.
     pub cache_class: CacheClass,
+    /// The file's encoded representations (RFC 9110 §8.4): sidecars and on-the-fly results.
+    pub variants: Variants,
+}
+
+/// An encoded representation of a cached file.
+#[derive(Debug)]
+pub struct Variant {
+    pub body: Content,
+    pub len: u64,
+    /// Strong and distinct per coding.
+    pub etag: String,
+}
+
+/// What a cached file has besides its identity bytes, by `Coding::index`.
+#[derive(Debug, Default)]
+pub struct Variants {
+    /// Precompressed sidecars found beside the file (`file.br`, `file.zst`, `file.gz`), not
+    /// older than it.
+    pub sidecar: [Option<Variant>; 3],
+    /// Encoded on the fly by this worker, or found in the cache directory.
+    pub encoded: [Option<Variant>; 3],
+    /// An encoding was queued (or looked up in the cache directory) already.
+    pub asked: [bool; 3],
+    /// The file may be encoded on the fly: a compressible type within the size bounds.
+    pub compressible: bool,
+    /// A header rule on the path sets `Cache-Control: no-transform`.
+    pub no_transform: bool,
+    /// Each sidecar path probed and what was there (`None`: nothing), rechecked with the
+    /// file on every hit when the entry is not watched, so a sidecar that appears, goes
+    /// or changes is seen either way.
+    pub sidecar_ids: Vec<(String, Option<FileId>)>,
+}
+
+impl Variants {
+    /// The response may differ by Accept-Encoding: `Vary: Accept-Encoding` is due.
+    pub fn varies(&self) -> bool {
+        self.compressible || self.sidecar.iter().any(Option::is_some)
+    }
+
+    fn encoded_bytes(&self) -> usize {
+        self.encoded.iter().flatten().map(|v| v.body.bytes()).sum()
+    }
 }
 
 /// The Cache-Control class of a file under a site's `cache` preset.
@@ -100,6 +146,8 @@ pub struct FileCache {
     maps: Vec<rustc_hash::FxHashMap<String, Entry>>,
     /// Entries in all maps.
     entries: usize,
+    /// Bytes of encoded variants in memory (their own budget, see `add_encoded`).
+    encoded: usize,
     bytes: usize,
     files: usize,
     /// Descriptor budget: a quarter of the fd limit (connections need the rest), at most
@@ -121,6 +169,7 @@ impl FileCache {
         FileCache {
             maps: (0..sites.max(1)).map(|_| Default::default()).collect(),
             entries: 0,
+            encoded: 0,
             bytes: 0,
             files: 0,
             max_files,
@@ -139,7 +188,14 @@ impl FileCache {
     pub fn is_fresh(&mut self, site: usize, root: &RootDir, key: &str) -> bool {
         let fresh = match self.maps[site].get(key) {
             None => return false,
-            Some(e) => e.watched || root.stat_beneath(&e.rel).is_ok_and(|id| id == e.id),
+            Some(e) => {
+                e.watched
+                    || (root.stat_beneath(&e.rel).is_ok_and(|id| id == e.id)
+                        && e.variants
+                            .sidecar_ids
+                            .iter()
+                            .all(|(rel, id)| root.stat_beneath(rel).ok() == *id))
+            }
         };
         if !fresh {
             if let Some(old) = self.maps[site].remove(key) {
@@ -155,6 +211,51 @@ impl FileCache {
         self.maps[site].get(key)
     }
 
+    /// Mutable access to an entry (to add an encoded variant or mark one asked for).
+    pub fn entry_mut(&mut self, site: usize, key: &str) -> Option<&mut Entry> {
+        self.maps[site].get_mut(key)
+    }
+
+    /// Bytes of encoded variants held in memory.
+    pub fn encoded_bytes(&self) -> usize {
+        self.encoded
+    }
+
+    /// Stores an encoded variant of the entry at `key` if it still is the file `id`
+    /// (it may have changed while the encoding ran); past `budget` bytes of encoded
+    /// variants, every encoded variant in memory is dropped first. False if not stored.
+    pub fn add_encoded(
+        &mut self,
+        site: usize,
+        key: &str,
+        id: &FileId,
+        index: usize,
+        variant: Variant,
+        budget: usize,
+    ) -> bool {
+        let len = variant.body.bytes();
+        if len > budget {
+            return false;
+        }
+        if self.encoded + len > budget {
+            for map in &mut self.maps {
+                for e in map.values_mut() {
+                    e.variants.encoded = Default::default();
+                    e.variants.asked = Default::default();
+                }
+            }
+            self.encoded = 0;
+        }
+        let Some(e) = self.maps[site].get_mut(key).filter(|e| e.id == *id) else {
+            return false;
+        };
+        if let Some(old) = e.variants.encoded[index].replace(variant) {
+            self.encoded -= old.body.bytes();
+        }
+        self.encoded += len;
+        true
+    }
+
     /// Caches `entry` under `key` for `site`.
     pub fn insert(&mut self, site: usize, key: String, entry: Entry) {
         if self.entries >= MAX_ENTRIES
@@ -166,6 +267,7 @@ impl FileCache {
         self.bytes += entry.body.bytes();
         self.files += entry.body.files();
         self.entries += 1;
+        self.encoded += entry.variants.encoded_bytes();
         if let Some(old) = self.maps[site].insert(key, entry) {
             self.forget(&old);
         }
@@ -175,6 +277,7 @@ impl FileCache {
         self.bytes -= old.body.bytes();
         self.files -= old.body.files();
         self.entries -= 1;
+        self.encoded -= old.variants.encoded_bytes();
     }
 
     /// Empties the cache (a watched file or directory changed).
@@ -185,6 +288,7 @@ impl FileCache {
         self.entries = 0;
         self.bytes = 0;
         self.files = 0;
+        self.encoded = 0;
     }
 
     /// Number of cached files.
@@ -215,7 +319,10 @@ mod tests {
             body: Content::Bytes(body.into()),
             watched: false,
             rules: 0,
+            rule_block: Box::default(),
+            rule_suppress: 0,
             cache_class: CacheClass::None,
+            variants: Default::default(),
         }
     }
 

@@ -19,6 +19,9 @@
 
 pub mod autoindex;
 pub mod cache;
+pub mod compress;
+pub mod disk_cache;
+pub mod encode;
 pub mod listing;
 pub mod mime;
 pub mod path;
@@ -33,11 +36,11 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::site::CachePreset;
+use crate::http::coding::Coding;
 use crate::http::conditional::{self, Conditions, Precondition, Validators};
 use crate::http::range::{self, RangeOutcome};
-use crate::http::response::{Connection, ContentRange, Head};
+use crate::http::response::{Connection, ContentRange, Head, Rules};
 use crate::http::{Method, Request, Status};
-use crate::site::headers::Applied;
 use crate::site::Site;
 use crate::sys::fs::FileId;
 use cache::{CacheClass, Content};
@@ -63,14 +66,47 @@ pub struct Files {
     /// `None` where inotify is unavailable: then every hit revalidates by stat.
     pub watcher: Option<watch::Watcher>,
     pub listings: autoindex::Cache,
+    /// On-the-fly encodings waiting for the loop's spare time.
+    pub jobs: encode::Jobs,
+    /// Each site's compression cache directory, if it has one.
+    pub disks: Vec<Option<Rc<disk_cache::DiskCache>>>,
 }
 
 impl Files {
-    pub fn new(sites: usize, watcher: Option<watch::Watcher>) -> Files {
+    pub fn new(sites: &crate::site::Sites, watcher: Option<watch::Watcher>) -> Files {
+        let disks = sites
+            .all()
+            .iter()
+            .map(|s| {
+                let c = &s.config.compression;
+                let dir = c.cache_dir.as_ref()?;
+                match disk_cache::DiskCache::open(dir, c.cache_dir_size) {
+                    Ok(d) => Some(Rc::new(d)),
+                    Err(e) => {
+                        crate::log::warn(format_args!(
+                            "compression cache dir {} unusable: {e}",
+                            dir.display()
+                        ));
+                        None
+                    }
+                }
+            })
+            .collect();
         Files {
-            cache: cache::FileCache::new(sites),
+            cache: cache::FileCache::new(sites.all().len()),
             watcher,
             listings: Default::default(),
+            jobs: Default::default(),
+            disks,
+        }
+    }
+
+    /// Housekeeping of the compression cache directories (bounded work each).
+    pub fn clean_disks(&self) {
+        for disk in self.disks.iter().flatten() {
+            if let Err(e) = disk.clean() {
+                crate::log::warn(format_args!("compression cache cleanup failed: {e}"));
+            }
         }
     }
 
@@ -206,11 +242,13 @@ fn serve(
             Err(other) => return Err(other),
         }
     }
+    // 4. the representation: identity or an encoded variant
+    let coding = encode::negotiate(site, files, key, req)?;
     let e = files
         .cache
         .entry(site.id, key)
         .expect("present: found or inserted above");
-    represent(site, e, e.rules, req, date, conn, out)
+    represent(site, e, coding, e.rules, req, date, conn, out)
 }
 
 /// Opens the file of a cache miss into a new entry under `key`.
@@ -225,23 +263,78 @@ fn insert(
     let as_bytes = meta.len() <= SMALL_FILE_MAX && files.cache.has_room_for_bytes(meta.len());
     let mut entry = new_entry(file, meta, served_path, as_bytes)?;
     entry.rules = site.config.headers.matching(key);
-    entry.cache_class = cache_class(
-        &site.config.cache,
-        site.config.mime.lookup(&entry.served_path),
-        &entry.served_path,
-    );
-    // Watches first, then one more stat: a change between our open and the watches shows
-    // as a different FileId, and such an entry stays unwatched.
-    entry.watched = files
+    let applied = site.config.headers.applied(entry.rules, 200);
+    let mut block = Vec::new();
+    applied.write(&mut block);
+    entry.rule_block = block.into_boxed_slice();
+    entry.rule_suppress = applied.suppress();
+    let content_type = site.config.mime.lookup(&entry.served_path);
+    entry.cache_class = cache_class(&site.config.cache, content_type, &entry.served_path);
+    entry.variants.compressible = encode::compressible(site, content_type, meta.len());
+    entry.variants.no_transform = site
+        .config
+        .headers
+        .applied(entry.rules, 200)
+        .value_of("cache-control")
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-transform"))
+        });
+    let mut watched = files
         .watcher
         .as_ref()
-        .is_some_and(|w| w.watch(&site.config.root, &entry.rel))
+        .is_some_and(|w| w.watch(&site.config.root, &entry.rel));
+    if site.config.compression.precompressed {
+        for coding in Coding::ALL {
+            let rel = format!("{}{}", entry.rel, coding.file_suffix());
+            let found = sidecar(site, &rel, meta);
+            let id = site.root.stat_beneath(&rel).ok();
+            if id.is_some() {
+                // Watched even when refused as stale: rewriting it in place must be seen.
+                watched &= files
+                    .watcher
+                    .as_ref()
+                    .is_some_and(|w| w.watch(&site.config.root, &rel));
+            }
+            entry.variants.sidecar_ids.push((rel, id));
+            if let Some(variant) = found {
+                entry.variants.sidecar[coding.index()] = Some(variant);
+            }
+        }
+    }
+    // Watches first, then one more stat: a change between our open and the watches shows
+    // as a different FileId, and such an entry stays unwatched.
+    entry.watched = watched
         && site
             .root
             .stat_beneath(&entry.rel)
             .is_ok_and(|id| id == entry.id);
     files.cache.insert(site.id, key.to_owned(), entry);
     Ok(())
+}
+
+/// A precompressed sidecar `rel` of a file with metadata `original`: served only when it is
+/// a regular file not older than the original (an older one is left over from a previous
+/// version). Kept open (sent by sendfile like any file); its ETag is its own.
+fn sidecar(site: &Site, rel: &str, original: &std::fs::Metadata) -> Option<cache::Variant> {
+    let (file, meta) = resolve::open(&site.root, rel).ok()?;
+    if !meta.is_file()
+        || meta.mtime() < original.mtime()
+        || (meta.mtime() == original.mtime() && meta.mtime_nsec() < original.mtime_nsec())
+    {
+        return None;
+    }
+    let (etag, _) = validators_of(&meta);
+    let coding_suffix = rel.rsplit('.').next().unwrap_or("");
+    let etag = format!(
+        "{}-{coding_suffix}\"",
+        etag.strip_suffix('"').unwrap_or(&etag)
+    );
+    Some(cache::Variant {
+        body: Content::File(Rc::new(file)),
+        len: meta.len(),
+        etag,
+    })
 }
 
 /// SPA fallback (`fallback`): a navigation is a GET or HEAD that accepts HTML (an absent
@@ -282,12 +375,13 @@ fn serve_fallback(
         }
         insert(site, files, fallback, file, &meta, fallback.to_owned())?;
     }
+    let coding = encode::negotiate(site, files, fallback, req)?;
     let e = files
         .cache
         .entry(site.id, fallback)
         .expect("present: found or inserted above");
     let rules = site.config.headers.matching(key);
-    represent(site, e, rules, req, date, conn, out)
+    represent(site, e, coding, rules, req, date, conn, out)
 }
 
 /// Which preset Cache-Control a file gets.
@@ -389,7 +483,7 @@ fn new_entry(
         if body.len() as u64 != meta.len() {
             return Err(Status::InternalServerError);
         }
-        Content::Bytes(body.into_boxed_slice())
+        Content::Bytes(Rc::from(body))
     } else {
         Content::File(Rc::new(file))
     };
@@ -404,27 +498,42 @@ fn new_entry(
         body,
         watched: false,
         rules: 0,
+        rule_block: Box::default(),
+        rule_suppress: 0,
         cache_class: CacheClass::None,
+        variants: Default::default(),
     })
 }
 
 /// Steps 4-6 for a cached file, with the header rules of `rules` (a mask over the site's).
+#[allow(clippy::too_many_arguments)]
 fn represent(
     site: &Site,
     e: &cache::Entry,
+    coding: Option<Coding>,
     rules: u64,
     req: &Request,
     date: &[u8],
     conn: Connection,
     out: &mut Vec<u8>,
 ) -> Result<Outcome, Status> {
+    let variant = coding.and_then(|c| {
+        let i = c.index();
+        e.variants.sidecar[i]
+            .as_ref()
+            .or(e.variants.encoded[i].as_ref())
+    });
+    let (etag, len, body) = match variant {
+        Some(v) => (v.etag.as_str(), v.len, &v.body),
+        None => (e.etag.as_str(), e.id.size, &e.body),
+    };
     let rep = Rep {
-        etag: &e.etag,
+        etag,
         last_modified: e.last_modified,
         last_modified_text: &e.last_modified_text,
-        len: e.id.size,
+        len,
         content_type: site.config.mime.lookup(&e.served_path),
-        body: match &e.body {
+        body: match body {
             Content::Bytes(bytes) => RepBody::Memory(bytes),
             Content::File(file) => RepBody::File(Rc::clone(file)),
         },
@@ -452,7 +561,13 @@ fn represent(
     head.accept_ranges = true;
     head.connection = conn;
     head.cache_control = cache_control(&site.config.cache, e.cache_class);
-    head.rules = headers.applied(rules, 200);
+    head.rules = if rules == e.rules {
+        Rules::Rendered(&e.rule_block, e.rule_suppress)
+    } else {
+        Rules::Applied(headers.applied(rules, 200))
+    };
+    head.content_encoding = variant.and(coding).map(Coding::token);
+    head.vary_encoding = e.variants.varies();
     match conditional::evaluate(true, &conditions, &validators) {
         Precondition::Proceed => {}
         Precondition::NotModified => {
@@ -489,7 +604,7 @@ fn represent(
         RangeOutcome::Unsatisfiable => {
             head.status = Status::RangeNotSatisfiable;
             head.cache_control = None;
-            head.rules = headers.applied(rules, 416);
+            head.rules = Rules::Applied(headers.applied(rules, 416));
             head.content_type = Some("text/html; charset=utf-8");
             head.content_length = 0;
             head.content_range = Some(ContentRange::Unsatisfied { len });
@@ -646,8 +761,10 @@ pub fn error_reply(
     head.allow = status == Status::MethodNotAllowed;
     let headers = &site.config.headers;
     head.rules = match path {
-        Some(path) if !headers.is_empty() => headers.applied(headers.matching(path), status.code()),
-        _ => Applied::NONE,
+        Some(path) if !headers.is_empty() => {
+            Rules::Applied(headers.applied(headers.matching(path), status.code()))
+        }
+        _ => Rules::None,
     };
     // A request that failed before its framing was understood leaves the stream unusable.
     let close = closes_connection(status);
@@ -683,7 +800,7 @@ pub fn redirect_reply(
     head.content_type = Some("text/html; charset=utf-8");
     let headers = &site.config.headers;
     if !headers.is_empty() {
-        head.rules = headers.applied(headers.matching(path), status.code());
+        head.rules = Rules::Applied(headers.applied(headers.matching(path), status.code()));
     }
     head.encode(date, out);
     Outcome::head_only(status)

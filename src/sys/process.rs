@@ -72,9 +72,43 @@ fn close_fds_except(keep: &[RawFd]) -> io::Result<()> {
 /// When running as root and a user (and optionally a group) is configured, switch to
 /// them for good: supplementary groups, then gid, then uid.
 pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()> {
+    let Some((uid, gid)) = worker_ids(user, group)? else {
+        return Ok(());
+    };
+    nix::unistd::setgroups(&[gid]).map_err(io::Error::from)?;
+    nix::unistd::setgid(gid).map_err(io::Error::from)?;
+    if let Some(uid) = uid {
+        nix::unistd::setuid(uid).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Gives directories the workers write to (the compression cache) to the user and group
+/// they will run as, before privileges are dropped. Nothing to do unless started as root
+/// with `user`/`group`.
+pub fn hand_over(
+    dirs: &[&std::path::Path],
+    user: Option<&str>,
+    group: Option<&str>,
+) -> io::Result<()> {
+    let Some((uid, gid)) = worker_ids(user, group)? else {
+        return Ok(());
+    };
+    for dir in dirs {
+        nix::unistd::chown(*dir, uid, Some(gid)).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// The uid (if a user is set) and gid the workers switch to, or `None` when there is
+/// nothing to switch (not root, or neither key set).
+fn worker_ids(
+    user: Option<&str>,
+    group: Option<&str>,
+) -> io::Result<Option<(Option<nix::unistd::Uid>, nix::unistd::Gid)>> {
     use nix::unistd::{Group, User};
     if !nix::unistd::geteuid().is_root() || (user.is_none() && group.is_none()) {
-        return Ok(());
+        return Ok(None);
     }
     let u = match user {
         Some(name) => Some(
@@ -93,12 +127,7 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()
         }
         None => u.as_ref().map(|u| u.gid).expect("user or group is set"),
     };
-    nix::unistd::setgroups(&[gid]).map_err(io::Error::from)?;
-    nix::unistd::setgid(gid).map_err(io::Error::from)?;
-    if let Some(u) = u {
-        nix::unistd::setuid(u.uid).map_err(io::Error::from)?;
-    }
-    Ok(())
+    Ok(Some((u.map(|u| u.uid), gid)))
 }
 
 /// Leaves the process now: used by workers, which never unwind into master frames.

@@ -100,6 +100,8 @@ struct Worker {
     master: Pid,
     draining: Option<Instant>,
     next_tick: Instant,
+    /// Ticks so far (for once-a-minute housekeeping).
+    ticks: u64,
     /// Held for the worker's lifetime (not dropped after `R`): the master sees it close
     /// exactly when the worker exits, and the fd set matches the invariant above.
     channel: UnixStream,
@@ -134,10 +136,7 @@ impl Worker {
         // From now on the master's death is a fast stop (flush the log, exit), not SIGKILL.
         crate::sys::process::die_with_master(init.master, nix::sys::signal::Signal::SIGTERM)?;
         epoll.add(signals.fd(), EpollEvent::new(EpollFlags::EPOLLIN, SIGNALS))?;
-        let files = Files::new(
-            init.sites.all().len(),
-            crate::static_files::watch::Watcher::new(),
-        );
+        let files = Files::new(&init.sites, crate::static_files::watch::Watcher::new());
         let mut worker = Worker {
             config: init.config,
             sites: init.sites,
@@ -158,6 +157,7 @@ impl Worker {
             master: init.master,
             draining: None,
             next_tick: Instant::now() + TICK,
+            ticks: 0,
             channel: init.channel,
         };
         worker.listen(true)?;
@@ -200,9 +200,14 @@ impl Worker {
     fn run(&mut self) -> io::Result<()> {
         let mut events = vec![EpollEvent::empty(); EVENTS];
         loop {
-            let timeout = self.next_tick.saturating_duration_since(Instant::now());
-            // +1 ms: wake just after the tick is due, not just before it.
-            let timeout = EpollTimeout::from(timeout.as_millis().min(1000) as u16 + 1);
+            let timeout = if self.files.jobs.is_empty() {
+                let timeout = self.next_tick.saturating_duration_since(Instant::now());
+                // +1 ms: wake just after the tick is due, not just before it.
+                EpollTimeout::from(timeout.as_millis().min(1000) as u16 + 1)
+            } else {
+                // Encodings are queued: look at the sockets, then do one slice.
+                EpollTimeout::ZERO
+            };
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => 0,
@@ -240,6 +245,8 @@ impl Worker {
                     t => self.conn_event(now, t, ev.events()),
                 }
             }
+            // Spare time: one bounded slice of a queued encoding (see static_files::encode).
+            crate::static_files::encode::run_queued(&mut self.files);
             if now >= self.next_tick {
                 self.tick(now);
             }
@@ -450,6 +457,10 @@ impl Worker {
     /// if the master is gone (PR_SET_PDEATHSIG covers most cases; this covers the rest).
     fn tick(&mut self, now: Instant) {
         self.next_tick = now + TICK;
+        self.ticks += 1;
+        if self.ticks % 60 == 0 {
+            self.files.clean_disks();
+        }
         if self.accept_resume.is_some_and(|t| now >= t) {
             self.accept_resume = None;
         }
