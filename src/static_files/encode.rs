@@ -22,13 +22,13 @@ use std::collections::VecDeque;
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 
-use super::cache::{Content, Variant};
+use super::cache::{Content, Entry, Variant};
 use super::compress::{self, Encoder};
 use super::disk_cache::DiskCache;
 use super::Files;
 use crate::http::accept_encoding::{Accepted, Choice};
 use crate::http::coding::Coding;
-use crate::http::{Request, Status};
+use crate::http::Request;
 use crate::site::Site;
 use crate::sys::fs::FileId;
 
@@ -66,21 +66,24 @@ impl Jobs {
     }
 }
 
-/// The variant of the cached file at `key` that `req` gets: `None` is identity.
-pub fn negotiate(
-    site: &Site,
-    files: &mut Files,
-    key: &str,
-    req: &Request,
-) -> Result<Option<Coding>, Status> {
+/// What [`choose`] decided for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Send this variant (`None`: identity).
+    Serve(Option<Coding>),
+    /// Nothing acceptable exists or can exist: 406.
+    NotAcceptable,
+    /// `coding` is worth making (see [`ask`]); `now` is what exists meanwhile.
+    Make { coding: Coding, now: Choice },
+}
+
+/// The variant of cached file `e` that `req` gets. Pure: the hot path of a file that
+/// has its variants (or cannot vary) ends here, with no second cache lookup.
+pub fn choose(site: &Site, e: &Entry, req: &Request) -> Decision {
     let comp = &site.config.compression;
-    let e = files
-        .cache
-        .entry(site.id, key)
-        .expect("negotiate runs on a cached file");
     let v = &e.variants;
     if !v.varies() {
-        return Ok(None);
+        return Decision::Serve(None);
     }
     let accepted = Accepted::parse(req.accept_encoding);
     let no_transform = req.no_transform || v.no_transform;
@@ -123,18 +126,31 @@ pub fn negotiate(
     } else {
         None
     };
-    let Some(coding) = want else {
-        return match choice {
-            Choice::Coding(c) => Ok(Some(c)),
-            Choice::Identity => Ok(None),
-            // Nothing encodable is acceptable and identity is refused.
-            Choice::NotAcceptable if v.compressible => Err(Status::NotAcceptable),
-            Choice::NotAcceptable if v.sidecar.iter().any(Option::is_some) => {
-                Err(Status::NotAcceptable)
-            }
-            Choice::NotAcceptable => Ok(None),
-        };
-    };
+    match (want, choice) {
+        (Some(coding), now) => Decision::Make { coding, now },
+        (None, Choice::Coding(c)) => Decision::Serve(Some(c)),
+        (None, Choice::Identity) => Decision::Serve(None),
+        // Nothing encodable is acceptable and identity is refused.
+        (None, Choice::NotAcceptable) => Decision::NotAcceptable,
+    }
+}
+
+/// Asks for `coding` of the cached file at `key` (once per file and coding): found in the
+/// cache directory, it serves at once; else it is queued and `now` serves meanwhile
+/// (encoded on the spot when `now` is nothing acceptable). Returns the variant to send.
+pub fn ask(
+    site: &Site,
+    files: &mut Files,
+    key: &str,
+    coding: Coding,
+    now: Choice,
+) -> Option<Coding> {
+    let comp = &site.config.compression;
+    let choice = now;
+    let e = files
+        .cache
+        .entry(site.id, key)
+        .expect("ask runs on a cached file");
     // Ask once per cached file and coding: the cache directory, else the queue.
     let id = e.id;
     let etag = variant_etag(&e.etag, coding, comp.level(coding));
@@ -164,7 +180,7 @@ pub fn negotiate(
                 files
                     .cache
                     .add_encoded(site.id, key, &id, coding.index(), variant, budget);
-                return Ok(Some(coding));
+                return Some(coding);
             }
         }
     }
@@ -185,7 +201,7 @@ pub fn negotiate(
         // A client that refuses identity: encode now rather than answer 406.
         let mut job = job;
         while !run_slice(files, &mut job, usize::MAX) {}
-        return Ok(Some(coding));
+        return Some(coding);
     }
     if files.jobs.queue.len() < MAX_JOBS {
         files.jobs.queue.push_back(job);
@@ -193,8 +209,8 @@ pub fn negotiate(
         e.variants.asked[coding.index()] = false;
     }
     match choice {
-        Choice::Coding(c) => Ok(Some(c)),
-        _ => Ok(None),
+        Choice::Coding(c) => Some(c),
+        _ => None,
     }
 }
 

@@ -243,7 +243,17 @@ fn serve(
         }
     }
     // 4. the representation: identity or an encoded variant
-    let coding = encode::negotiate(site, files, key, req)?;
+    let e = files
+        .cache
+        .entry(site.id, key)
+        .expect("present: found or inserted above");
+    let coding = match encode::choose(site, e, req) {
+        encode::Decision::Serve(coding) => {
+            return represent(site, e, coding, e.rules, req, date, conn, out)
+        }
+        encode::Decision::NotAcceptable => return Err(Status::NotAcceptable),
+        encode::Decision::Make { coding, now } => encode::ask(site, files, key, coding, now),
+    };
     let e = files
         .cache
         .entry(site.id, key)
@@ -375,7 +385,15 @@ fn serve_fallback(
         }
         insert(site, files, fallback, file, &meta, fallback.to_owned())?;
     }
-    let coding = encode::negotiate(site, files, fallback, req)?;
+    let e = files
+        .cache
+        .entry(site.id, fallback)
+        .expect("present: found or inserted above");
+    let coding = match encode::choose(site, e, req) {
+        encode::Decision::Serve(coding) => coding,
+        encode::Decision::NotAcceptable => return Err(Status::NotAcceptable),
+        encode::Decision::Make { coding, now } => encode::ask(site, files, fallback, coding, now),
+    };
     let e = files
         .cache
         .entry(site.id, fallback)
