@@ -24,7 +24,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -97,12 +97,11 @@ impl DiskCache {
                 return Err(io::Error::new(io::ErrorKind::AlreadyExists, message));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // The umask can only take bits away: never more open than 0700.
                 fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
                     .create(dir)?;
-                // 0700 whatever the umask.
-                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
             }
             Err(e) => return Err(e),
         }
@@ -341,6 +340,7 @@ mod tests {
     use std::collections::HashSet;
     use std::fs::FileTimes;
     use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
 
     /// A fresh directory under the system's temp dir, removed when dropped.
@@ -489,6 +489,18 @@ mod tests {
         let key = DiskCache::key(&id(), Coding::Zstd, 3);
         assert!(cache.put(&key, b"").is_err(), "an empty entry");
         assert_eq!(names(&scratch.0), ["x"], "nothing written");
+    }
+
+    #[test]
+    fn a_failed_put_leaves_no_temp_file() {
+        let scratch = Scratch::new("put-fails");
+        let cache = DiskCache::open(&scratch.0, 1 << 20).unwrap();
+        let key = DiskCache::key(&id(), Coding::Br, 5);
+        // A non-empty directory where the entry goes: the rename fails.
+        fs::create_dir(cache.path(&key)).unwrap();
+        fs::write(cache.path(&key).join("f"), b"").unwrap();
+        assert!(cache.put(&key, b"data").is_err());
+        assert_eq!(names(&scratch.0), [format!("{}-{key}", cache.boot)]);
     }
 
     #[test]
