@@ -23,6 +23,7 @@ pub mod config;
 pub mod http;
 pub mod log;
 pub mod master;
+pub mod proxy;
 pub mod reload_cmd;
 pub mod site;
 pub mod static_files;

@@ -8,6 +8,7 @@
 pub mod compression;
 mod duration;
 pub mod raw;
+pub mod route;
 pub mod site;
 
 use std::collections::HashMap;
@@ -68,6 +69,8 @@ pub struct Config {
     pub sites: Vec<SiteConfig>,
     /// What a request whose host no site claims gets.
     pub unknown_host: UnknownHost,
+    /// Peers whose X-Forwarded-* headers proxy routes keep (appending to them).
+    pub trusted_proxies: Vec<crate::http::upstream::Cidr>,
     /// Things worth telling the operator that do not stop the config from loading.
     pub warnings: Vec<String>,
     /// Idle time allowed between requests on a keep-alive connection.
@@ -381,6 +384,19 @@ impl Validator<'_> {
             None => None,
         }
         .unwrap_or(UnknownHost::Default);
+        let mut trusted_proxies = Vec::new();
+        for entry in raw.trusted_proxies.take().unwrap_or_default() {
+            match crate::http::upstream::Cidr::parse(entry.get_ref()) {
+                Ok(c) => trusted_proxies.push(c),
+                Err(problem) => {
+                    let message = format!(
+                        "invalid trusted_proxies entry {:?}: {problem}",
+                        entry.get_ref()
+                    );
+                    self.error_at(entry.span(), message);
+                }
+            }
+        }
         let more = raw.site.take().unwrap_or_default();
         let default = self.site(&mut raw, None, 0..0);
         let mut sites = vec![default];
@@ -397,6 +413,7 @@ impl Validator<'_> {
             workers,
             sites,
             unknown_host,
+            trusted_proxies,
             warnings,
             keepalive_timeout,
             header_timeout,

@@ -91,8 +91,76 @@ pub struct RawConfig {
     pub cache_max_age: Option<Spanned<String>>,
     /// The `[compression]` table.
     pub compression: Option<RawCompression>,
+    /// `[[proxy]]` routes: requests handed to an application server.
+    pub proxy: Option<Vec<Spanned<RawProxy>>>,
+    /// Peers whose X-Forwarded-* headers are believed: IP addresses or CIDR ranges. Top
+    /// level only.
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
     /// More sites: `[[site]]` tables, each with the per-site keys above.
     pub site: Option<Vec<Spanned<RawConfig>>>,
+}
+
+/// One `[[proxy]]` route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    /// Path prefix: "/api" matches /api and /api/..., "/api/" only below it.
+    #[serde(rename = "match")]
+    pub prefix: Option<Spanned<String>>,
+    /// Path suffix, e.g. ".py".
+    pub suffix: Option<Spanned<String>>,
+    /// Path glob.
+    pub glob: Option<Spanned<String>>,
+    /// "unix:/run/app.sock", "127.0.0.1:8000", or a list of them (round robin).
+    pub upstream: Option<Spanned<RawUpstreams>>,
+    pub strip_prefix: Option<Spanned<bool>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub send_timeout: Option<Spanned<String>>,
+    pub read_timeout: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub max_body: Option<Spanned<RawSize>>,
+    pub max_response_head: Option<Spanned<RawSize>>,
+    pub keepalive: Option<Spanned<i64>>,
+    pub keepalive_timeout: Option<Spanned<String>>,
+    pub fail_timeout: Option<Spanned<String>>,
+}
+
+/// `upstream` as written: one address or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawUpstreams {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RawUpstreams {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UpstreamsVisitor;
+
+        impl<'de> Visitor<'de> for UpstreamsVisitor {
+            type Value = RawUpstreams;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address such as \"127.0.0.1:8000\" or \"unix:/run/app.sock\", or a list of them")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawUpstreams, E> {
+                Ok(RawUpstreams::One(v.to_owned()))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawUpstreams, A::Error> {
+                let mut all = Vec::new();
+                while let Some(a) = seq.next_element::<String>()? {
+                    all.push(a);
+                }
+                Ok(RawUpstreams::Many(all))
+            }
+        }
+
+        deserializer.deserialize_any(UpstreamsVisitor)
+    }
 }
 
 /// The `[compression]` table (per site; each key inherited on its own).

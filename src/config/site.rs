@@ -146,6 +146,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub enum Route {
     Redirect(Redirect),
+    /// Hand the request to an application server.
+    Proxy(std::sync::Arc<super::route::Proxy>),
 }
 
 /// One `[[redirect]]` route.
@@ -222,6 +224,13 @@ fn process_wide(raw: &RawConfig) -> Vec<(&'static str, std::ops::Range<usize>)> 
     note("group", raw.group.as_ref().map(Spanned::span));
     note("pid_file", raw.pid_file.as_ref().map(Spanned::span));
     note("unknown_host", raw.unknown_host.as_ref().map(Spanned::span));
+    note(
+        "trusted_proxies",
+        raw.trusted_proxies
+            .as_ref()
+            .and_then(|t| t.first())
+            .map(Spanned::span),
+    );
     found
 }
 
@@ -287,12 +296,23 @@ impl Validator<'_> {
             }
         }
         let headers = HeaderRules::new(rules);
-        let mut routes = Vec::new();
+        // The site's own routes in file order (redirects and proxies interleaved as
+        // written), then the inherited ones.
+        let mut own: Vec<(usize, Route)> = Vec::new();
         for redirect in raw.redirect.take().unwrap_or_default() {
+            let at = redirect.span().start;
             if let Some(r) = self.redirect(redirect) {
-                routes.push(Route::Redirect(r));
+                own.push((at, Route::Redirect(r)));
             }
         }
+        for proxy in raw.proxy.take().unwrap_or_default() {
+            let at = proxy.span().start;
+            if let Some(p) = self.proxy(proxy) {
+                own.push((at, Route::Proxy(std::sync::Arc::new(p))));
+            }
+        }
+        own.sort_by_key(|(at, _)| *at);
+        let mut routes: Vec<Route> = own.into_iter().map(|(_, r)| r).collect();
         if let Some(p) = parent {
             routes.extend(p.routes.iter().cloned());
         }
@@ -523,7 +543,7 @@ impl Validator<'_> {
         }
     }
 
-    fn glob(&mut self, key: &str, value: &Spanned<String>) -> Option<Glob> {
+    pub(super) fn glob(&mut self, key: &str, value: &Spanned<String>) -> Option<Glob> {
         match Glob::new(value.get_ref()) {
             Ok(glob) => Some(glob),
             Err(problem) => {

@@ -2,6 +2,7 @@
 
 pub mod accept_encoding;
 pub mod body;
+pub mod chunked;
 pub mod coding;
 pub mod conditional;
 pub mod date;
@@ -10,6 +11,7 @@ pub mod range;
 pub mod request;
 pub mod response;
 pub mod status;
+pub mod upstream;
 
 pub use request::{Method, ParseError, Request};
 pub use status::Status;

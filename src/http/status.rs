@@ -28,7 +28,9 @@ pub enum Status {
     HeaderFieldsTooLarge,
     InternalServerError,
     NotImplemented,
+    BadGateway,
     ServiceUnavailable,
+    GatewayTimeout,
     VersionNotSupported,
 }
 
@@ -61,7 +63,9 @@ impl Status {
             Status::HeaderFieldsTooLarge => 431,
             Status::InternalServerError => 500,
             Status::NotImplemented => 501,
+            Status::BadGateway => 502,
             Status::ServiceUnavailable => 503,
+            Status::GatewayTimeout => 504,
             Status::VersionNotSupported => 505,
         }
     }
@@ -94,7 +98,9 @@ impl Status {
             Status::HeaderFieldsTooLarge => "431 Request Header Fields Too Large",
             Status::InternalServerError => "500 Internal Server Error",
             Status::NotImplemented => "501 Not Implemented",
+            Status::BadGateway => "502 Bad Gateway",
             Status::ServiceUnavailable => "503 Service Unavailable",
+            Status::GatewayTimeout => "504 Gateway Timeout",
             Status::VersionNotSupported => "505 HTTP Version Not Supported",
         }
     }

@@ -20,6 +20,9 @@ use std::io;
 
 use rustc_hash::FxHashMap;
 
+use std::sync::Arc;
+
+use crate::config::route::Proxy;
 use crate::config::site::{Redirect, Route, SiteConfig};
 use crate::config::{Config, UnknownHost};
 use crate::http::response::Connection;
@@ -39,6 +42,8 @@ pub struct Site {
     pub id: usize,
     /// Index of its access log in the worker's list of logs.
     pub log: usize,
+    /// Some route is a proxy (else requests skip the proxy check).
+    pub has_proxy: bool,
 }
 
 /// The sites of one generation and the lookup tables over their names.
@@ -72,6 +77,7 @@ impl Sites {
                 )
             })?;
             list.push(Site {
+                has_proxy: site.routes.iter().any(|r| matches!(r, Route::Proxy(_))),
                 config: site.clone(),
                 root,
                 id,
@@ -183,7 +189,21 @@ pub fn normalise<'a>(authority: &[u8], buf: &'a mut [u8; MAX_HOST]) -> Option<&'
     Some(out)
 }
 
-/// Answers `req` for `site`: the route table, then the static files.
+/// The proxy route that takes `req`, if the first route matching its path is one (checked
+/// before the request body is looked at: a proxied body is the app's, not discarded).
+pub fn proxy_route(site: &Site, req: &Request) -> Option<Arc<Proxy>> {
+    if !site.has_proxy {
+        return None;
+    }
+    let target = path::normalize(req.target).ok()?;
+    match find_route(site, req, &target.path)? {
+        Route::Proxy(p) => Some(Arc::clone(p)),
+        Route::Redirect(_) => None,
+    }
+}
+
+/// Answers `req` for `site`: the route table, then the static files. (Proxy routes were
+/// taken by [`proxy_route`] before the body was looked at.)
 pub fn respond(
     site: &Site,
     files: &mut Files,
@@ -212,12 +232,20 @@ pub fn respond(
     let Ok(target) = path::normalize(req.target) else {
         return static_files::error_reply(site, None, Status::BadRequest, is_head, date, conn, out);
     };
-    if let Some(route) = find_route(site, req, &target.path) {
-        match route {
-            Route::Redirect(r) => return redirect(site, r, &target, date, conn, out),
-        }
+    match find_route(site, req, &target.path) {
+        Some(Route::Redirect(r)) => redirect(site, r, &target, date, conn, out),
+        // Taken before by proxy_route, with the same path: not reached.
+        Some(Route::Proxy(_)) => static_files::error_reply(
+            site,
+            None,
+            Status::InternalServerError,
+            is_head,
+            date,
+            conn,
+            out,
+        ),
+        None => static_files::handle(site, files, req, &target, date, conn, out),
     }
-    static_files::handle(site, files, req, &target, date, conn, out)
 }
 
 /// The one place routes are matched: the first whose path (and hosts, if it has any)
@@ -234,6 +262,7 @@ fn find_route<'s>(site: &'s Site, req: &Request, path: &str) -> Option<&'s Route
             (r.hosts.is_empty() || host.is_some_and(|h| r.hosts.iter().any(|n| n.as_bytes() == h)))
                 && r.from.is_match(path)
         }
+        Route::Proxy(p) => p.path.matches(path),
     })
 }
 

@@ -57,6 +57,8 @@ pub enum ConnState {
     Writing { body: Body, close: bool },
     /// Final response sent and write side shut: read and discard until EOF or deadline.
     Lingering,
+    /// A proxy route's request, handed to an application server ([`crate::proxy`]).
+    Proxying(Box<crate::proxy::Session>, usize),
 }
 
 /// What a connection needs before it can make progress again.
@@ -64,6 +66,8 @@ pub enum ConnState {
 pub enum Wait {
     Readable,
     Writable,
+    /// Nothing from this socket but its hang-up (a proxy session waits on its upstream).
+    Hangup,
     /// Done: deregister and drop.
     Close,
 }
@@ -72,6 +76,10 @@ pub enum Wait {
 pub struct Ctx<'a> {
     /// The process-wide settings (timeouts).
     pub config: &'a Config,
+    pub epoll: &'a nix::sys::epoll::Epoll,
+    /// This connection's epoll token (proxy sessions register their upstream side with it).
+    pub token: u64,
+    pub upstreams: &'a mut crate::proxy::Upstreams,
     pub sites: &'a Sites,
     pub files: &'a mut Files,
     pub date: &'a DateCache,
@@ -165,6 +173,7 @@ impl Conn {
                 ConnState::ReadingHead => self.read_head(cx),
                 ConnState::Writing { .. } => self.write_response(cx),
                 ConnState::Lingering => self.linger(),
+                ConnState::Proxying(..) => self.proxy_step(cx),
             };
             match next {
                 Step::Continue => continue,
@@ -262,6 +271,27 @@ impl Conn {
         let (outcome, consumed) = match parsed {
             Ok(Some(req)) => {
                 let mut close = !req.keep_alive() || cx.draining;
+                if let Selected::Site(site) = cx.sites.select(&req) {
+                    if let Some(route) = crate::site::proxy_route(site, &req) {
+                        let head_end = self.rstart + req.head_len;
+                        let session = crate::proxy::Session::new(
+                            route,
+                            &req,
+                            &self.rbuf[self.rstart..head_end],
+                            &self.rbuf[head_end..self.rend],
+                            self.peer,
+                            close,
+                            cx.now,
+                        );
+                        if cx.logs[site.log].enabled() {
+                            begin_log(&mut self.log, cx, site, self.peer, &req);
+                        }
+                        let is_head = req.method == Method::Head;
+                        let expect_continue = req.expect_continue;
+                        self.start_proxy(cx, site, session, is_head, expect_continue);
+                        return true;
+                    }
+                }
                 let mut status_override = None;
                 match req.body {
                     BodyFraming::None => {}
@@ -364,6 +394,109 @@ impl Conn {
         };
         self.deadline = cx.now + cx.config.send_timeout;
         true
+    }
+
+    /// Runs a new proxy session (the head and any body bytes already read went with it),
+    /// or answers the status it was refused with (413 before reading the body).
+    fn start_proxy(
+        &mut self,
+        cx: &mut Ctx,
+        site: &Site,
+        session: Result<crate::proxy::Session, Status>,
+        is_head: bool,
+        expect_continue: bool,
+    ) {
+        self.rstart = self.rend;
+        match session {
+            Ok(session) => {
+                if expect_continue {
+                    if let Some(line) = session.continue_line() {
+                        // Best effort, like nginx: a client that waits gets its go-ahead.
+                        let _ = send(&self.stream, line, false);
+                    }
+                }
+                self.deadline = session.deadline;
+                self.state = ConnState::Proxying(Box::new(session), site.id);
+            }
+            Err(status) => {
+                // Refused before reading the body (413): the body stays unread, so close.
+                self.framing_error = true;
+                self.out.clear();
+                self.out_pos = 0;
+                let outcome = static_files::error_reply(
+                    site,
+                    None,
+                    status,
+                    is_head,
+                    cx.date.get(),
+                    Connection::Close,
+                    &mut self.out,
+                );
+                self.log.status = outcome.status.code();
+                self.log.bytes = outcome.body_len;
+                self.state = ConnState::Writing {
+                    body: outcome.body,
+                    close: true,
+                };
+                self.deadline = cx.now + cx.config.send_timeout;
+            }
+        }
+    }
+
+    /// Proxying: drive the session; when its response is complete, go back to reading
+    /// heads (with whatever the client sent after the request).
+    fn proxy_step(&mut self, cx: &mut Ctx) -> Step {
+        let ConnState::Proxying(session, site) = &mut self.state else {
+            unreachable!("proxy_step is only called while Proxying");
+        };
+        let site = &cx.sites.all()[*site];
+        let mut pcx = crate::proxy::Cx {
+            client: &self.stream,
+            epoll: cx.epoll,
+            token: cx.token,
+            upstreams: cx.upstreams,
+            site,
+            date: cx.date.get(),
+            now: cx.now,
+            trusted: &cx.config.trusted_proxies,
+        };
+        let step = session.drive(&mut pcx);
+        self.deadline = session.deadline;
+        match step {
+            crate::proxy::Step::ClientReadable => Step::Wait(Wait::Readable),
+            crate::proxy::Step::ClientWritable => Step::Wait(Wait::Writable),
+            crate::proxy::Step::Upstream => Step::Wait(Wait::Hangup),
+            crate::proxy::Step::Abort => Step::Wait(Wait::Close),
+            crate::proxy::Step::Done { close } => {
+                self.log.status = session.status;
+                self.log.bytes = 0;
+                let leftover = session.take_leftover();
+                self.finish_log(cx);
+                self.state = ConnState::ReadingHead;
+                if self.rbuf.is_empty() {
+                    self.rbuf = cx.pool.take_read();
+                }
+                self.rstart = 0;
+                self.rend = 0;
+                if leftover.len() > self.rbuf.len() {
+                    self.rbuf.resize(leftover.len(), 0);
+                }
+                self.rbuf[..leftover.len()].copy_from_slice(&leftover);
+                self.rend = leftover.len();
+                if close || cx.draining {
+                    let _ = self.stream.shutdown(Shutdown::Write);
+                    self.state = ConnState::Lingering;
+                    self.deadline = cx.now + LINGER;
+                    return Step::Continue;
+                }
+                self.deadline = if self.rend > 0 {
+                    cx.now + cx.config.header_timeout
+                } else {
+                    cx.now + cx.config.keepalive_timeout
+                };
+                Step::Continue
+            }
+        }
     }
 
     /// Writing: the buffered head (and small body), then the file body by sendfile.
@@ -499,6 +632,22 @@ impl Conn {
     /// Called when the deadline has passed. A client that stalled mid-head gets a 408
     /// (best effort, one non-blocking write); everyone else is simply closed.
     pub fn on_timeout(&mut self, cx: &mut Ctx) {
+        if let ConnState::Proxying(session, site) = &mut self.state {
+            let site = &cx.sites.all()[*site];
+            let mut pcx = crate::proxy::Cx {
+                client: &self.stream,
+                epoll: cx.epoll,
+                token: cx.token,
+                upstreams: cx.upstreams,
+                site,
+                date: cx.date.get(),
+                now: cx.now,
+                trusted: &cx.config.trusted_proxies,
+            };
+            // 504 (or 408 for a body that stopped coming), best effort; then closed.
+            let _ = session.on_timeout(&mut pcx);
+            return;
+        }
         if self.partial_head() {
             self.send_last_words(cx, Status::RequestTimeout);
         }

@@ -72,7 +72,7 @@ struct Slot {
     generation: u32,
     conn: Option<Conn>,
     /// Current epoll interest.
-    writable: bool,
+    interest: Wait,
     /// Added to the epoll set yet (a connection is registered only once it has to wait).
     registered: bool,
 }
@@ -94,6 +94,8 @@ struct Worker {
     free: Vec<u32>,
     live: usize,
     date: DateCache,
+    /// Upstream connections of proxy routes (the idle pool, failure marks).
+    upstreams: crate::proxy::Upstreams,
     /// The access logs of the sites (shared by sites that name the same one).
     logs: Vec<AccessLog>,
     pool: conn::BufPool,
@@ -152,6 +154,7 @@ impl Worker {
             free: Vec::new(),
             live: 0,
             date: DateCache::default(),
+            upstreams: Default::default(),
             logs,
             pool: conn::BufPool::default(),
             master: init.master,
@@ -354,7 +357,7 @@ impl Worker {
                 self.slots.push(Slot {
                     generation: 0,
                     conn: None,
-                    writable: false,
+                    interest: Wait::Readable,
                     registered: false,
                 });
                 self.slots.len() - 1
@@ -363,7 +366,7 @@ impl Worker {
         let slot = &mut self.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
         slot.conn = Some(Conn::new(stream, ip, now, self.config.header_timeout));
-        slot.writable = false;
+        slot.interest = Wait::Readable;
         slot.registered = false;
         self.live += 1;
         self.balance.publish(self.live);
@@ -374,7 +377,8 @@ impl Worker {
     }
 
     fn conn_event(&mut self, now: Instant, token: u64, _flags: EpollFlags) {
-        let index = (token & 0xffff_ffff) as usize;
+        // The upstream side of a proxied connection wakes the same connection.
+        let index = (token & 0xffff_ffff & !crate::proxy::UPSTREAM_FLAG) as usize;
         let generation = (token >> 32) as u32;
         match self.slots.get(index) {
             Some(slot) if slot.generation == generation && slot.conn.is_some() => {
@@ -395,6 +399,9 @@ impl Worker {
             pool: &mut self.pool,
             now,
             draining: self.draining.is_some(),
+            epoll: &self.epoll,
+            token: 0,
+            upstreams: &mut self.upstreams,
         };
         (&mut self.slots, cx)
     }
@@ -402,26 +409,27 @@ impl Worker {
     /// Drives one connection, then makes its epoll registration match what it waits for.
     fn drive(&mut self, now: Instant, index: usize) {
         let (slots, mut cx) = self.parts(now);
+        cx.token = (u64::from(slots[index].generation) << 32) | index as u64;
         let Some(conn) = slots[index].conn.as_mut() else {
             return;
         };
         let wait = conn.drive(&mut cx);
-        if wait == Wait::Close || self.watch(index, wait == Wait::Writable).is_err() {
+        if wait == Wait::Close || self.watch(index, wait).is_err() {
             self.close(index);
         }
     }
 
     /// Registers the connection for `writable` (EPOLLOUT) or readable (EPOLLIN) interest,
     /// adding it to the epoll set on its first wait, modifying only on a change.
-    fn watch(&mut self, index: usize, writable: bool) -> nix::Result<()> {
+    fn watch(&mut self, index: usize, wait: Wait) -> nix::Result<()> {
         let slot = &mut self.slots[index];
-        if slot.registered && slot.writable == writable {
+        if slot.registered && slot.interest == wait {
             return Ok(());
         }
-        let flags = if writable {
-            EpollFlags::EPOLLOUT
-        } else {
-            EpollFlags::EPOLLIN
+        let flags = match wait {
+            Wait::Writable => EpollFlags::EPOLLOUT,
+            Wait::Readable => EpollFlags::EPOLLIN,
+            Wait::Hangup | Wait::Close => EpollFlags::empty(),
         } | EpollFlags::EPOLLRDHUP;
         let token = (u64::from(slot.generation) << 32) | index as u64;
         let conn = slot
@@ -435,7 +443,7 @@ impl Worker {
             self.epoll.add(conn.stream.as_fd(), ev)?;
             slot.registered = true;
         }
-        slot.writable = writable;
+        slot.interest = wait;
         Ok(())
     }
 
@@ -458,6 +466,7 @@ impl Worker {
     fn tick(&mut self, now: Instant) {
         self.next_tick = now + TICK;
         self.ticks += 1;
+        self.upstreams.pool.expire(now);
         if self.ticks % 60 == 0 {
             self.files.clean_disks();
         }

@@ -1,0 +1,1073 @@
+//! Reverse proxy: a request on a `[[proxy]]` route becomes a [`Session`], one more explicit
+//! state machine owned by the client connection and driven by the same epoll loop.
+//!
+//! ```text
+//!  ReadingBody ──▶ Connecting ──▶ Sending ──▶ AwaitingHead ──▶ Relaying ──▶ (done)
+//!   (client body      (non-blocking   (head +     (upstream head,    (upstream → memory →
+//!    buffered whole;   connect, or a   body with   parsed strictly)   temp file → client)
+//!    no upstream yet)  pooled conn)    Content-Length)
+//! ```
+//!
+//! - The client's body is read completely (Content-Length or chunked, decoded) before any
+//!   upstream connection is opened, and forwarded with a Content-Length: a slow uploader
+//!   never holds an app worker, and no framing header of the client ever reaches the app.
+//! - The upstream's response is read as fast as it comes: bytes the client cannot take yet
+//!   go to memory (up to [`MEM_MAX`]) and then to an unlinked temp file, sent from there by
+//!   sendfile. `X-Accel-Buffering: no` and `text/event-stream` switch to streaming: nothing
+//!   is spilled and each piece is forwarded as it arrives.
+//! - Framing toward the client is srvd's: the app's Content-Length when it sent one,
+//!   otherwise chunked for HTTP/1.1 and close-delimited for HTTP/1.0.
+//! - Errors before any byte reached the client are small complete responses from the
+//!   site's error pages: 502 (refused, reset, bad framing, oversized head), 504 (timeout).
+//!   After the head was sent, a broken upstream closes the client connection without the
+//!   last chunk, so a truncated response never looks complete.
+//! - An upstream connection goes back to the pool only after a complete, well-framed
+//!   response that did not ask to close; otherwise it is closed.
+
+pub mod pool;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::net::{IpAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+
+use crate::config::route::{Proxy, Upstream};
+use crate::http::chunked::{self, Decoder};
+use crate::http::response::Connection;
+use crate::http::upstream::{self, Cidr, Forward, Framing};
+use crate::http::{request, Method, Status};
+use crate::site::Site;
+use crate::sys::socket::send;
+use pool::{Pool, UpConn};
+
+/// Response bytes held in memory per session before spilling to a temp file.
+pub const MEM_MAX: usize = 256 * 1024;
+/// Most bytes spilled to a temp file per response; past it the upstream is read only as
+/// fast as the client takes the bytes.
+pub const SPILL_MAX: u64 = 1 << 30;
+/// Bytes read from the upstream per read call.
+const READ_CHUNK: usize = 64 * 1024;
+/// Flag in an epoll token that says "the upstream side of this connection".
+pub const UPSTREAM_FLAG: u64 = 1 << 31;
+
+/// The per-worker state sessions share: the pool, the round-robin position, which
+/// upstreams are skipped after a failure, and the log rate limit.
+#[derive(Default)]
+pub struct Upstreams {
+    pub pool: Pool,
+    next: usize,
+    failed_until: std::collections::HashMap<Upstream, Instant>,
+    last_log: std::collections::HashMap<Upstream, Instant>,
+}
+
+impl Upstreams {
+    /// Logs a failure of `upstream`, at most once a second per upstream.
+    fn log_failure(&mut self, upstream: &Upstream, cause: &str, now: Instant) {
+        let due = self
+            .last_log
+            .get(upstream)
+            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(1));
+        if due {
+            self.last_log.insert(upstream.clone(), now);
+            crate::log::error(format_args!("upstream {upstream}: {cause}"));
+        }
+    }
+}
+
+/// What a session borrows from its connection and worker while it is driven.
+pub struct Cx<'a> {
+    pub client: &'a TcpStream,
+    pub epoll: &'a Epoll,
+    /// The connection's epoll token (the upstream side adds [`UPSTREAM_FLAG`]).
+    pub token: u64,
+    pub upstreams: &'a mut Upstreams,
+    pub site: &'a Site,
+    pub date: &'a [u8],
+    pub now: Instant,
+    pub trusted: &'a [Cidr],
+}
+
+/// What the connection should do after a drive.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Wait for the client socket to be readable (more body).
+    ClientReadable,
+    /// Wait for the client socket to take more bytes.
+    ClientWritable,
+    /// Nothing to do on the client side: waiting on the upstream (client hang-ups still wake).
+    Upstream,
+    /// The response is complete; `close` says whether the client connection must close.
+    Done { close: bool },
+    /// Close the client connection now (it went away, or a response cannot be completed).
+    Abort,
+}
+
+enum Phase {
+    ReadingBody,
+    Connecting,
+    Sending,
+    AwaitingHead,
+    Relaying,
+    Finished,
+}
+
+/// How the client's request body is still to be read.
+enum BodyIn {
+    Done,
+    Length(u64),
+    Chunked(Decoder),
+}
+
+/// How the upstream's response body is still to be read.
+enum BodyUp {
+    Length(u64),
+    Chunked(Decoder),
+    UntilClose,
+    Done,
+}
+
+/// Response bytes waiting for the client: memory first, then the spill file.
+#[derive(Default)]
+struct Queue {
+    mem: Vec<u8>,
+    pos: usize,
+    spill: Option<Spill>,
+}
+
+struct Spill {
+    file: File,
+    read: u64,
+    write: u64,
+}
+
+impl Queue {
+    fn pending(&self) -> bool {
+        self.pos < self.mem.len() || self.spill.as_ref().is_some_and(|s| s.read < s.write)
+    }
+
+    fn mem_backlog(&self) -> usize {
+        self.mem.len() - self.pos
+    }
+
+    fn spilled(&self) -> u64 {
+        self.spill.as_ref().map_or(0, |s| s.write - s.read)
+    }
+
+    /// Appends response bytes; past `MEM_MAX` in memory (or once spilling), to the file.
+    fn push(&mut self, data: &[u8], may_spill: bool) -> io::Result<()> {
+        let spilling = self.spill.as_ref().is_some_and(|s| s.read < s.write);
+        if may_spill && (spilling || self.mem_backlog() + data.len() > MEM_MAX) {
+            if self.spill.is_none() {
+                self.spill = Some(Spill {
+                    file: temp_file()?,
+                    read: 0,
+                    write: 0,
+                });
+            }
+            let s = self.spill.as_mut().expect("just set");
+            s.file.write_all_at(data, s.write)?;
+            s.write += data.len() as u64;
+            return Ok(());
+        }
+        if self.pos > 0 && self.pos == self.mem.len() {
+            self.mem.clear();
+            self.pos = 0;
+        }
+        self.mem.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Sends what the client takes; Ok(true) when everything queued went out.
+    fn flush(&mut self, client: &TcpStream) -> io::Result<bool> {
+        while self.pos < self.mem.len() {
+            match send(client, &self.mem[self.pos..], false) {
+                Ok(n) => self.pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.mem.clear();
+        self.pos = 0;
+        if let Some(s) = self.spill.as_mut() {
+            while s.read < s.write {
+                let mut off = s.read as i64;
+                let count = (s.write - s.read).min(4 << 20) as usize;
+                match nix::sys::sendfile::sendfile64(
+                    client.as_fd(),
+                    s.file.as_fd(),
+                    Some(&mut off),
+                    count,
+                ) {
+                    Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                    Ok(n) => s.read += n as u64,
+                    Err(nix::errno::Errno::EAGAIN) => return Ok(false),
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// An unlinked temp file: gone from the file system from the start, so nothing outlives
+/// the worker.
+fn temp_file() -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(std::env::temp_dir())
+}
+
+/// One proxied request.
+pub struct Session {
+    route: Arc<Proxy>,
+    phase: Phase,
+    /// The client's request head, as received (re-parsed to build the upstream's).
+    head: Vec<u8>,
+    is_head: bool,
+    idempotent: bool,
+    client_minor: u8,
+    /// The client connection closes after this response.
+    close: bool,
+    peer: IpAddr,
+    body_in: BodyIn,
+    body: Vec<u8>,
+    /// Client bytes read past the request (a pipelined next request), handed back.
+    leftover: Vec<u8>,
+    up: Option<UpConn>,
+    /// Which upstream of the route, and how many were tried.
+    upstream_index: usize,
+    tried: usize,
+    reused: bool,
+    retried: bool,
+    /// Interest registered for the upstream fd: None, Some(false) readable, Some(true) writable.
+    up_interest: Option<bool>,
+    out: Vec<u8>,
+    out_pos: usize,
+    resp: Vec<u8>,
+    body_up: BodyUp,
+    /// Re-chunk the body for the client.
+    chunk_out: bool,
+    streaming: bool,
+    /// The upstream connection may go back to the pool once the response is complete.
+    reusable: bool,
+    queue: Queue,
+    /// Anything at all was sent to the client (head included).
+    sent_head: bool,
+    pub status: u16,
+    pub deadline: Instant,
+    started: Instant,
+    /// Deadline of the whole exchange (`timeout`), if set.
+    total_deadline: Option<Instant>,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("status", &self.status)
+            .field("upstream", &self.route.upstreams.get(self.upstream_index))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session for the request whose head is `head` (its `head_len` bytes), with
+    /// `extra` client bytes already read behind it. `Err(status)` when the request is
+    /// refused before anything starts (413 for a declared body over `max_body`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        route: Arc<Proxy>,
+        req: &request::Request,
+        head: &[u8],
+        extra: &[u8],
+        peer: IpAddr,
+        close: bool,
+        now: Instant,
+    ) -> Result<Session, Status> {
+        let body_in = match req.body {
+            request::BodyFraming::None => BodyIn::Done,
+            request::BodyFraming::Length(n) if n > route.max_body => {
+                return Err(Status::PayloadTooLarge)
+            }
+            request::BodyFraming::Length(n) => BodyIn::Length(n),
+            request::BodyFraming::Chunked => BodyIn::Chunked(Decoder::new(route.max_body)),
+        };
+        let idempotent = matches!(req.method_str, "GET" | "HEAD" | "OPTIONS");
+        let mut s = Session {
+            phase: Phase::ReadingBody,
+            head: head.to_vec(),
+            is_head: req.method == Method::Head,
+            idempotent,
+            client_minor: req.minor,
+            close,
+            peer,
+            body_in,
+            body: Vec::new(),
+            leftover: Vec::new(),
+            up: None,
+            upstream_index: 0,
+            tried: 0,
+            reused: false,
+            retried: false,
+            up_interest: None,
+            out: Vec::new(),
+            out_pos: 0,
+            resp: Vec::new(),
+            body_up: BodyUp::Done,
+            chunk_out: false,
+            streaming: false,
+            reusable: false,
+            queue: Queue::default(),
+            sent_head: false,
+            status: 0,
+            deadline: now + route.read_timeout.max(route.send_timeout),
+            started: now,
+            total_deadline: route.timeout.map(|t| now + t),
+            scratch: Vec::new(),
+            route,
+        };
+        s.take_body(extra)?;
+        Ok(s)
+    }
+
+    /// `Expect: 100-continue` with an acceptable length: the interim answer srvd gives
+    /// in the app's place (the app never sees the expectation).
+    pub fn continue_line(&self) -> Option<&'static [u8]> {
+        matches!(self.phase, Phase::ReadingBody).then_some(b"HTTP/1.1 100 Continue\r\n\r\n")
+    }
+
+    /// Client bytes past this request, for the connection's next request.
+    pub fn take_leftover(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.leftover)
+    }
+
+    /// The upstream as written in the config, and how long it took, for the access log.
+    pub fn upstream_info(&self) -> Option<(String, u64)> {
+        let up = self.route.upstreams.get(self.upstream_index)?;
+        Some((up.to_string(), self.started.elapsed().as_micros() as u64))
+    }
+
+    /// Feeds client body bytes; leftover past the body is kept for the next request.
+    fn take_body(&mut self, mut data: &[u8]) -> Result<(), Status> {
+        loop {
+            match &mut self.body_in {
+                BodyIn::Done => {
+                    self.leftover.extend_from_slice(data);
+                    if matches!(self.phase, Phase::ReadingBody) {
+                        self.phase = Phase::Connecting;
+                    }
+                    return Ok(());
+                }
+                BodyIn::Length(left) => {
+                    let n = (*left).min(data.len() as u64) as usize;
+                    self.body.extend_from_slice(&data[..n]);
+                    *left -= n as u64;
+                    data = &data[n..];
+                    if *left == 0 {
+                        self.body_in = BodyIn::Done;
+                        continue;
+                    }
+                    return Ok(());
+                }
+                BodyIn::Chunked(dec) => {
+                    let used = dec.decode(data, &mut self.body).map_err(|e| match e {
+                        chunked::DecodeError::TooLarge => Status::PayloadTooLarge,
+                        chunked::DecodeError::Malformed => Status::BadRequest,
+                    })?;
+                    data = &data[used..];
+                    if dec.is_done() {
+                        self.body_in = BodyIn::Done;
+                        continue;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Advances as far as the sockets allow.
+    pub fn drive(&mut self, cx: &mut Cx) -> Step {
+        let step = self.advance(cx);
+        self.sync_interest(cx);
+        step
+    }
+
+    fn advance(&mut self, cx: &mut Cx) -> Step {
+        loop {
+            if let Some(t) = self.total_deadline {
+                self.deadline = self.deadline.min(t);
+            }
+            match self.phase {
+                Phase::ReadingBody => {
+                    let mut buf = [0u8; 16 * 1024];
+                    match (&*cx.client).read(&mut buf) {
+                        Ok(0) => return Step::Abort,
+                        Ok(n) => {
+                            if let Err(status) = self.take_body(&buf[..n]) {
+                                return self.fail(cx, status, true);
+                            }
+                            self.deadline = cx.now + self.route.read_timeout;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            return Step::ClientReadable
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Step::Abort,
+                    }
+                }
+                Phase::Connecting => {
+                    if self.up.is_none() {
+                        if let Err(step) = self.open(cx) {
+                            return step;
+                        }
+                        continue;
+                    }
+                    if self.client_gone(cx) {
+                        return Step::Abort;
+                    }
+                    if self.reused {
+                        self.phase = Phase::Sending;
+                        continue;
+                    }
+                    let up = self.up.as_ref().expect("opened");
+                    // Connected when writable; until then the upstream is watched for it.
+                    let mut probe = nix::poll::PollFd::new(up.fd(), nix::poll::PollFlags::POLLOUT);
+                    let ready = nix::poll::poll(
+                        std::slice::from_mut(&mut probe),
+                        nix::poll::PollTimeout::ZERO,
+                    )
+                    .is_ok_and(|n| n > 0);
+                    if !ready {
+                        return Step::Upstream;
+                    }
+                    match pool::connect_result(up) {
+                        Ok(()) => {
+                            self.phase = Phase::Sending;
+                            self.deadline = cx.now + self.route.send_timeout;
+                        }
+                        Err(e) => {
+                            let failed = self.up.take().expect("opened");
+                            self.up_interest = None;
+                            if let Err(step) = self.connect_failed(cx, &failed.upstream, &e) {
+                                return step;
+                            }
+                        }
+                    }
+                }
+                Phase::Sending => {
+                    if self.out.is_empty() {
+                        self.build_request(cx);
+                    }
+                    let up = self.up.as_ref().expect("connected");
+                    while self.out_pos < self.out.len() {
+                        match up.sock.send(&self.out[self.out_pos..]) {
+                            Ok(n) => {
+                                self.out_pos += n;
+                                self.deadline = cx.now + self.route.send_timeout;
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                return Step::Upstream
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                if let Some(step) = self.retry_or_fail(cx, &e.to_string()) {
+                                    return step;
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    if self.out_pos == self.out.len() && !self.out.is_empty() {
+                        self.out = Vec::new();
+                        self.out_pos = 0;
+                        self.body = Vec::new();
+                        self.phase = Phase::AwaitingHead;
+                        self.deadline = cx.now + self.route.read_timeout;
+                    }
+                }
+                Phase::AwaitingHead => {
+                    if self.client_gone(cx) {
+                        return Step::Abort;
+                    }
+                    match self.read_upstream(cx) {
+                        Ok(Some(0)) => {
+                            if let Some(step) = self.retry_or_fail(cx, "closed before responding") {
+                                return step;
+                            }
+                            continue;
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => return Step::Upstream,
+                        Err(e) => {
+                            if let Some(step) = self.retry_or_fail(cx, &e.to_string()) {
+                                return step;
+                            }
+                            continue;
+                        }
+                    }
+                    if let Some(step) = self.parse_head(cx) {
+                        return step;
+                    }
+                }
+                Phase::Relaying => {
+                    // Client first: what it takes frees room to read more.
+                    match self.queue.flush(cx.client) {
+                        Ok(_) => {}
+                        Err(_) => return self.abort(),
+                    }
+                    let done_up = matches!(self.body_up, BodyUp::Done);
+                    if done_up {
+                        if self.queue.pending() {
+                            return Step::ClientWritable;
+                        }
+                        self.finish(cx);
+                        return Step::Done { close: self.close };
+                    }
+                    let room = if self.streaming {
+                        self.queue.mem_backlog() < READ_CHUNK
+                    } else {
+                        self.queue.spilled() < SPILL_MAX
+                    };
+                    if !room {
+                        return Step::ClientWritable;
+                    }
+                    match self.read_upstream(cx) {
+                        Ok(Some(0)) => {
+                            if matches!(self.body_up, BodyUp::UntilClose) {
+                                self.body_up = BodyUp::Done;
+                                self.reusable = false;
+                                self.end_body();
+                                continue;
+                            }
+                            // Closed inside the body: the client must not see it as complete.
+                            cx.upstreams.log_failure(
+                                &self.up.as_ref().expect("relaying").upstream,
+                                "closed in the middle of a response",
+                                cx.now,
+                            );
+                            return self.abort();
+                        }
+                        Ok(Some(_)) => {
+                            let data = std::mem::take(&mut self.resp);
+                            let ok = self.relay(&data);
+                            self.resp = data;
+                            self.resp.clear();
+                            if !ok {
+                                return self.abort();
+                            }
+                        }
+                        Ok(None) => {
+                            return if self.queue.pending() {
+                                Step::ClientWritable
+                            } else {
+                                Step::Upstream
+                            };
+                        }
+                        Err(_) => return self.abort(),
+                    }
+                }
+                Phase::Finished => return Step::Done { close: self.close },
+            }
+        }
+    }
+
+    /// Picks an upstream (round robin, skipping recently failed ones) and a connection to
+    /// it: pooled if one is idle, else a new non-blocking connect.
+    fn open(&mut self, cx: &mut Cx) -> Result<(), Step> {
+        let route = Arc::clone(&self.route);
+        let ups = &route.upstreams;
+        let n = ups.len();
+        loop {
+            if self.tried >= n {
+                return Err(self.fail(cx, Status::BadGateway, false));
+            }
+            let first = self.tried == 0;
+            let index = if first {
+                let start = cx.upstreams.next;
+                cx.upstreams.next = cx.upstreams.next.wrapping_add(1);
+                // The first that is not marked failed, else the round-robin one anyway.
+                (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|&i| {
+                        cx.upstreams
+                            .failed_until
+                            .get(&ups[i])
+                            .is_none_or(|t| *t <= cx.now)
+                    })
+                    .unwrap_or(start % n)
+            } else {
+                (self.upstream_index + 1) % n
+            };
+            self.tried += 1;
+            self.upstream_index = index;
+            let upstream = &ups[index];
+            // Non-idempotent requests go on a fresh connection: a pooled one may be closing.
+            if self.idempotent && !self.retried {
+                if let Some(conn) = cx.upstreams.pool.take(upstream, cx.now) {
+                    self.up = Some(conn);
+                    self.reused = true;
+                    return Ok(());
+                }
+            }
+            match pool::connect(upstream) {
+                Ok(conn) => {
+                    self.up = Some(conn);
+                    self.reused = false;
+                    self.deadline = cx.now + self.route.connect_timeout;
+                    return Ok(());
+                }
+                Err(e) => self.connect_failed(cx, upstream, &e)?,
+            }
+        }
+    }
+
+    /// A connect failed (nothing was sent, so another server is always safe).
+    fn connect_failed(
+        &mut self,
+        cx: &mut Cx,
+        upstream: &Upstream,
+        e: &io::Error,
+    ) -> Result<(), Step> {
+        cx.upstreams
+            .log_failure(upstream, &format!("connect failed: {e}"), cx.now);
+        cx.upstreams
+            .failed_until
+            .insert(upstream.clone(), cx.now + self.route.fail_timeout);
+        if self.tried >= self.route.upstreams.len() {
+            return Err(self.fail(cx, Status::BadGateway, false));
+        }
+        Ok(())
+    }
+
+    /// A failure while sending or before the first response byte. A reused connection
+    /// may have been closed by the upstream just then: an idempotent request is sent once
+    /// more on a fresh connection. Otherwise 502. `None` when a retry was started.
+    fn retry_or_fail(&mut self, cx: &mut Cx, cause: &str) -> Option<Step> {
+        let dead = self.up.take();
+        self.up_interest = None;
+        if self.reused && self.idempotent && !self.retried && self.resp.is_empty() {
+            self.retried = true;
+            self.reused = false;
+            self.out.clear();
+            self.out_pos = 0;
+            self.phase = Phase::Connecting;
+            // Same upstream, fresh connection.
+            let upstream = self.route.upstreams[self.upstream_index].clone();
+            match pool::connect(&upstream) {
+                Ok(conn) => {
+                    self.up = Some(conn);
+                    self.deadline = cx.now + self.route.connect_timeout;
+                    return None;
+                }
+                Err(e) => {
+                    cx.upstreams
+                        .log_failure(&upstream, &format!("connect failed: {e}"), cx.now);
+                    return Some(self.fail(cx, Status::BadGateway, false));
+                }
+            }
+        }
+        if let Some(d) = &dead {
+            cx.upstreams.log_failure(&d.upstream, cause, cx.now);
+        }
+        Some(self.fail(cx, Status::BadGateway, false))
+    }
+
+    /// The upstream request: the client's head re-parsed and filtered, then the body.
+    fn build_request(&mut self, cx: &Cx) {
+        let head = std::mem::take(&mut self.head);
+        let Ok(Some(req)) = request::parse(&head) else {
+            // It parsed once already; nothing else can happen.
+            self.head = head;
+            return;
+        };
+        let mut headers: [httparse::Header; request::MAX_HEADERS] =
+            [httparse::EMPTY_HEADER; request::MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let _ = parsed.parse(&head);
+        let lines: Vec<(&str, &[u8])> = parsed.headers.iter().map(|h| (h.name, h.value)).collect();
+        let (target, prefix) = match self.route.prefix() {
+            Some(prefix) => {
+                let rest = &req.target[prefix.len().min(req.target.len())..];
+                let rest = if rest.starts_with('/') {
+                    rest.to_owned()
+                } else {
+                    format!("/{rest}")
+                };
+                (rest, Some(prefix))
+            }
+            None => (req.target.to_owned(), None),
+        };
+        let has_body = !self.body.is_empty() || !matches!(req.body, request::BodyFraming::None);
+        let forward = Forward {
+            method: req.method_str,
+            target: &target,
+            headers: &lines,
+            peer: self.peer,
+            peer_trusted: cx.trusted.iter().any(|c| c.contains(self.peer)),
+            proto: "http",
+            prefix,
+            body_len: has_body.then_some(self.body.len() as u64),
+        };
+        self.out.clear();
+        upstream::write_request(&forward, &mut self.out);
+        self.out.extend_from_slice(&self.body);
+        self.out_pos = 0;
+        self.head = head;
+    }
+
+    /// Reads from the upstream into `resp`: Some(0) at EOF, Some(n) bytes, None would block.
+    fn read_upstream(&mut self, cx: &Cx) -> io::Result<Option<usize>> {
+        let up = self.up.as_ref().expect("connected");
+        let before = self.resp.len();
+        self.resp.resize(before + READ_CHUNK, 0);
+        let result = (&up.sock).read(&mut self.resp[before..]);
+        match result {
+            Ok(n) => {
+                self.resp.truncate(before + n);
+                self.deadline = cx.now + self.route.read_timeout;
+                Ok(Some(n))
+            }
+            Err(e) => {
+                self.resp.truncate(before);
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(None),
+                    io::ErrorKind::Interrupted => Ok(None),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Parses the upstream's head once complete; builds the client's head. `Some(step)`
+    /// ends the drive.
+    fn parse_head(&mut self, cx: &mut Cx) -> Option<Step> {
+        let max = self.route.max_response_head;
+        let parsed = upstream::parse_response(&self.resp, self.is_head, max);
+        let head = match parsed {
+            Ok(None) => {
+                if self.resp.len() > max {
+                    return Some(self.bad_upstream(cx, "response head too large"));
+                }
+                return None;
+            }
+            Err(upstream::UpstreamError::TooLarge) => {
+                return Some(self.bad_upstream(cx, "response head too large"))
+            }
+            Err(upstream::UpstreamError::Malformed) => {
+                return Some(self.bad_upstream(cx, "malformed response head"))
+            }
+            Ok(Some(h)) => h,
+        };
+        if (100..200).contains(&head.status) && head.status != 101 {
+            // An interim response (100 Continue): srvd answered the client's expectation
+            // itself; skip it.
+            let n = head.head_len;
+            self.resp.drain(..n);
+            return None;
+        }
+        self.status = head.status;
+        let mut out = Vec::with_capacity(head.head_len + 64);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(itoa::Buffer::new().format(head.status).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(head.reason.as_bytes());
+        let connection_names: Vec<&[u8]> = head
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+            .flat_map(|(_, v)| v.split(|&b| b == b',').map(request::trim))
+            .collect();
+        let mut declared_len = None;
+        for (name, value) in &head.headers {
+            if name.eq_ignore_ascii_case("content-length") {
+                declared_len = Some(*value);
+            }
+            if upstream::is_hop_by_hop(name, &connection_names) {
+                continue;
+            }
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+        }
+        self.streaming = head.streaming;
+        self.body_up = match head.framing {
+            Framing::None => BodyUp::Done,
+            Framing::Length(0) => BodyUp::Done,
+            Framing::Length(n) => BodyUp::Length(n),
+            Framing::Chunked => BodyUp::Chunked(Decoder::new(u64::MAX)),
+            Framing::UntilClose => BodyUp::UntilClose,
+        };
+        self.reusable = !head.close && !matches!(head.framing, Framing::UntilClose);
+        match head.framing {
+            Framing::Length(n) => {
+                out.extend_from_slice(b"\r\nContent-Length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            }
+            Framing::None => {
+                // HEAD: the length a GET would have; 204/304: nothing.
+                if let Some(v) = declared_len.filter(|_| self.is_head) {
+                    out.extend_from_slice(b"\r\nContent-Length: ");
+                    out.extend_from_slice(v);
+                }
+            }
+            Framing::Chunked | Framing::UntilClose if self.client_minor >= 1 => {
+                out.extend_from_slice(b"\r\nTransfer-Encoding: chunked");
+                self.chunk_out = true;
+            }
+            Framing::Chunked | Framing::UntilClose => {
+                // HTTP/1.0 has no chunks: the body ends with the connection.
+                self.close = true;
+            }
+        }
+        if self.close {
+            out.extend_from_slice(b"\r\nConnection: close");
+        } else if self.client_minor == 0 {
+            out.extend_from_slice(b"\r\nConnection: keep-alive");
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        let body_start = head.head_len;
+        let rest = self.resp.split_off(body_start);
+        self.resp.clear();
+        self.sent_head = true;
+        if self.queue.push(&out, false).is_err() {
+            return Some(self.abort());
+        }
+        self.phase = Phase::Relaying;
+        if matches!(self.body_up, BodyUp::Done) {
+            self.end_body();
+            if !rest.is_empty() {
+                self.reusable = false;
+            }
+        } else if !rest.is_empty() && !self.relay(&rest) {
+            return Some(self.abort());
+        }
+        None
+    }
+
+    /// Body bytes from the upstream, framed for the client; false when they cannot be.
+    fn relay(&mut self, data: &[u8]) -> bool {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let ok = self.relay_inner(data, &mut scratch);
+        scratch.clear();
+        self.scratch = scratch;
+        ok
+    }
+
+    fn relay_inner(&mut self, data: &[u8], decoded: &mut Vec<u8>) -> bool {
+        let plain: &[u8] = match &mut self.body_up {
+            BodyUp::Done => {
+                // Bytes after a complete response: the connection is not clean.
+                self.reusable = false;
+                return true;
+            }
+            BodyUp::Length(left) => {
+                let n = (*left).min(data.len() as u64) as usize;
+                *left -= n as u64;
+                if data.len() > n {
+                    self.reusable = false;
+                }
+                &data[..n]
+            }
+            BodyUp::Chunked(dec) => {
+                let used = match dec.decode(data, decoded) {
+                    Ok(used) => used,
+                    Err(_) => return false,
+                };
+                if used < data.len() {
+                    self.reusable = false;
+                }
+                decoded
+            }
+            BodyUp::UntilClose => data,
+        };
+        let finished = match &self.body_up {
+            BodyUp::Length(0) => true,
+            BodyUp::Chunked(dec) => dec.is_done(),
+            _ => false,
+        };
+        let may_spill = !self.streaming;
+        let pushed = if self.chunk_out {
+            let mut framed = Vec::with_capacity(plain.len() + 16);
+            chunked::encode_chunk(plain, &mut framed);
+            self.queue.push(&framed, may_spill)
+        } else {
+            self.queue.push(plain, may_spill)
+        };
+        if pushed.is_err() {
+            return false;
+        }
+        if finished {
+            self.body_up = BodyUp::Done;
+            self.end_body();
+        }
+        true
+    }
+
+    /// The upstream body is complete: the last chunk for a re-chunked body.
+    fn end_body(&mut self) {
+        if self.chunk_out {
+            let _ = self.queue.push(chunked::LAST_CHUNK, !self.streaming);
+            self.chunk_out = false;
+        }
+    }
+
+    /// Response complete: the upstream connection back to the pool when clean.
+    fn finish(&mut self, cx: &mut Cx) {
+        self.phase = Phase::Finished;
+        if let Some(up) = self.up.take() {
+            if self.reusable {
+                // Out of the epoll set before it idles in the pool.
+                let _ = cx.epoll.delete(up.fd());
+                self.up_interest = None;
+                cx.upstreams.pool.put(
+                    up,
+                    self.route.keepalive_timeout,
+                    self.route.keepalive,
+                    cx.now,
+                );
+            }
+        }
+    }
+
+    /// A bad upstream response before anything reached the client: 502.
+    fn bad_upstream(&mut self, cx: &mut Cx, cause: &str) -> Step {
+        if let Some(up) = self.up.take() {
+            cx.upstreams.log_failure(&up.upstream, cause, cx.now);
+        }
+        self.fail(cx, Status::BadGateway, false)
+    }
+
+    /// Answers with an error of srvd's own (the site's error pages apply) and drops the
+    /// upstream connection. The client connection stays usable when its request was read
+    /// whole and nothing was sent yet.
+    fn fail(&mut self, cx: &mut Cx, status: Status, body_unread: bool) -> Step {
+        self.up = None;
+        self.up_interest = None;
+        if self.sent_head {
+            return self.abort();
+        }
+        self.status = status.code();
+        if body_unread {
+            self.close = true;
+        }
+        let conn = if self.close {
+            Connection::Close
+        } else if self.client_minor == 0 {
+            Connection::KeepAlive
+        } else {
+            Connection::Default
+        };
+        let mut out = Vec::new();
+        let outcome = crate::static_files::error_reply(
+            cx.site,
+            None,
+            status,
+            self.is_head,
+            cx.date,
+            conn,
+            &mut out,
+        );
+        self.close |= outcome.close;
+        self.sent_head = true;
+        let _ = self.queue.push(&out, false);
+        self.body_up = BodyUp::Done;
+        self.phase = Phase::Relaying;
+        match self.queue.flush(cx.client) {
+            Ok(true) => {
+                self.phase = Phase::Finished;
+                Step::Done { close: self.close }
+            }
+            Ok(false) => Step::ClientWritable,
+            Err(_) => Step::Abort,
+        }
+    }
+
+    /// Gives up on the client connection; the upstream connection is closed with it.
+    fn abort(&mut self) -> Step {
+        self.up = None;
+        self.up_interest = None;
+        self.phase = Phase::Finished;
+        Step::Abort
+    }
+
+    /// The deadline passed (connect, send, read idle, or total): 504 if nothing was sent
+    /// yet, else the client connection is cut.
+    pub fn on_timeout(&mut self, cx: &mut Cx) -> Step {
+        if let Some(up) = &self.up {
+            let what = match self.phase {
+                Phase::Connecting => "connect timed out",
+                Phase::Sending => "send timed out",
+                _ => "read timed out",
+            };
+            let up = up.upstream.clone();
+            cx.upstreams.log_failure(&up, what, cx.now);
+        }
+        if matches!(self.phase, Phase::ReadingBody) {
+            return self.fail(cx, Status::RequestTimeout, true);
+        }
+        self.close = true;
+        let step = self.fail(cx, Status::GatewayTimeout, false);
+        self.sync_interest(cx);
+        step
+    }
+
+    /// The client went away while the upstream works (a peek sees EOF).
+    fn client_gone(&self, cx: &Cx) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(
+            nix::sys::socket::recv(
+                std::os::fd::AsRawFd::as_raw_fd(cx.client),
+                &mut probe,
+                nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT
+            ),
+            Ok(0)
+        )
+    }
+
+    /// Registers the upstream fd for what the current phase waits on.
+    fn sync_interest(&mut self, cx: &Cx) {
+        let Some(up) = &self.up else {
+            self.up_interest = None;
+            return;
+        };
+        let want = match self.phase {
+            Phase::Connecting | Phase::Sending => Some(true),
+            Phase::AwaitingHead => Some(false),
+            Phase::Relaying if !matches!(self.body_up, BodyUp::Done) => Some(false),
+            _ => None,
+        };
+        if want == self.up_interest {
+            return;
+        }
+        let token = cx.token | UPSTREAM_FLAG;
+        let result = match (self.up_interest, want) {
+            (_, None) => cx.epoll.delete(up.fd()),
+            (None, Some(w)) => cx.epoll.add(up.fd(), EpollEvent::new(flags(w), token)),
+            (Some(_), Some(w)) => cx
+                .epoll
+                .modify(up.fd(), &mut EpollEvent::new(flags(w), token)),
+        };
+        if result.is_ok() {
+            self.up_interest = want;
+        }
+    }
+}
+
+fn flags(writable: bool) -> EpollFlags {
+    if writable {
+        EpollFlags::EPOLLOUT
+    } else {
+        EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP
+    }
+}
