@@ -113,7 +113,10 @@ fn chromium_loads_the_demo_site_with_compressed_css_and_js() {
             .filter(|l| l.contains("HeadlessChrome"))
             .map(str::to_owned)
             .collect();
-        let has = |p: &str| mine.iter().any(|l| l.contains(&format!("\"GET {p} HTTP/1.1\" 200 ")));
+        let has = |p: &str| {
+            mine.iter()
+                .any(|l| l.contains(&format!("\"GET {p} HTTP/1.1\" 200 ")))
+        };
         (has("/") && has("/app.js") && has("/style.css")).then_some(mine)
     });
     for (path, file) in [("/app.js", "app.js"), ("/style.css", "style.css")] {
