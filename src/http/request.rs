@@ -98,6 +98,8 @@ pub struct Request<'b> {
     pub body: BodyFraming,
     pub connection_close: bool,
     pub connection_keep_alive: bool,
+    /// `Connection: upgrade` with an `Upgrade` field: a protocol switch (websocket) asked for.
+    pub upgrade: Option<&'b [u8]>,
     /// `Expect: 100-continue` was sent (the only expectation accepted).
     pub expect_continue: bool,
     pub host: Option<&'b [u8]>,
@@ -182,6 +184,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
         body: BodyFraming::None,
         connection_close: false,
         connection_keep_alive: false,
+        upgrade: None,
         expect_continue: false,
         host: None,
         if_match: None,
@@ -197,6 +200,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
         no_transform: false,
     };
     let mut hosts = 0;
+    let mut connection_upgrade = false;
     let mut content_length: Option<u64> = None;
     let mut transfer_coding = TransferCoding::default();
     for h in req.headers.iter() {
@@ -211,6 +215,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
                     out.connection_close = true;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
                     out.connection_keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    connection_upgrade = true;
                 }
             }
         } else if name.eq_ignore_ascii_case("content-length") {
@@ -248,6 +254,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
             out.referer = Some(v);
         } else if name.eq_ignore_ascii_case("accept") {
             out.accept = Some(v);
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            out.upgrade = Some(v);
         } else if name.eq_ignore_ascii_case("accept-encoding") {
             out.accept_encoding = Some(v);
         } else if name.eq_ignore_ascii_case("cache-control") {
@@ -255,6 +263,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
                 .split(|&b| b == b',')
                 .any(|d| trim(d).eq_ignore_ascii_case(b"no-transform"));
         }
+    }
+    if !connection_upgrade || minor == 0 {
+        out.upgrade = None;
     }
     // RFC 9112 §3.2: a 1.1 request without exactly one Host, or with an empty one, is 400.
     if hosts > 1 || (minor == 1 && out.host.is_none_or(|h| h.is_empty())) {

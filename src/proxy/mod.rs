@@ -113,6 +113,8 @@ enum Phase {
     Sending,
     AwaitingHead,
     Relaying,
+    /// After a 101: bytes copied both ways until either side closes.
+    Tunnel,
     Finished,
 }
 
@@ -137,6 +139,8 @@ struct Queue {
     mem: Vec<u8>,
     pos: usize,
     spill: Option<Spill>,
+    /// Bytes sent to the client so far.
+    sent: u64,
 }
 
 struct Spill {
@@ -186,7 +190,10 @@ impl Queue {
     fn flush(&mut self, client: &TcpStream) -> io::Result<bool> {
         while self.pos < self.mem.len() {
             match send(client, &self.mem[self.pos..], false) {
-                Ok(n) => self.pos += n,
+                Ok(n) => {
+                    self.pos += n;
+                    self.sent += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -205,7 +212,10 @@ impl Queue {
                     count,
                 ) {
                     Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-                    Ok(n) => s.read += n as u64,
+                    Ok(n) => {
+                        s.read += n as u64;
+                        self.sent += n as u64;
+                    }
                     Err(nix::errno::Errno::EAGAIN) => return Ok(false),
                     Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(e.into()),
@@ -235,6 +245,9 @@ pub struct Session {
     head: Vec<u8>,
     is_head: bool,
     idempotent: bool,
+    /// The client asked to switch protocols (`Upgrade: websocket`): forwarded, and after
+    /// the app's 101 both directions are tunnelled.
+    upgrade: Option<Vec<u8>>,
     client_minor: u8,
     /// The client connection closes after this response.
     close: bool,
@@ -308,6 +321,7 @@ impl Session {
             head: head.to_vec(),
             is_head: req.method == Method::Head,
             idempotent,
+            upgrade: req.upgrade.map(<[u8]>::to_vec),
             client_minor: req.minor,
             close,
             peer,
@@ -349,6 +363,11 @@ impl Session {
     /// Client bytes past this request, for the connection's next request.
     pub fn take_leftover(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.leftover)
+    }
+
+    /// Bytes sent to the client (head included), for the access log.
+    pub fn sent(&self) -> u64 {
+        self.queue.sent
     }
 
     /// The upstream as written in the config, and how long it took, for the access log.
@@ -521,9 +540,14 @@ impl Session {
                 }
                 Phase::Relaying => {
                     // Client first: what it takes frees room to read more.
+                    let before = self.queue.sent;
                     match self.queue.flush(cx.client) {
                         Ok(_) => {}
                         Err(_) => return self.abort(),
+                    }
+                    if self.queue.sent > before {
+                        // A slow client that keeps taking bytes is not a stalled upstream.
+                        self.deadline = self.deadline.max(cx.now + self.route.send_timeout);
                     }
                     let done_up = matches!(self.body_up, BodyUp::Done);
                     if done_up {
@@ -533,12 +557,7 @@ impl Session {
                         self.finish(cx);
                         return Step::Done { close: self.close };
                     }
-                    let room = if self.streaming {
-                        self.queue.mem_backlog() < READ_CHUNK
-                    } else {
-                        self.queue.spilled() < SPILL_MAX
-                    };
-                    if !room {
+                    if !self.room() {
                         return Step::ClientWritable;
                     }
                     match self.read_upstream(cx) {
@@ -576,8 +595,75 @@ impl Session {
                         Err(_) => return self.abort(),
                     }
                 }
+                Phase::Tunnel => return self.tunnel(cx),
                 Phase::Finished => return Step::Done { close: self.close },
             }
+        }
+    }
+
+    /// Copies bytes both ways (client → `out` → upstream, upstream → queue → client) until
+    /// either side closes; then the client connection closes.
+    fn tunnel(&mut self, cx: &mut Cx) -> Step {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let mut progress = false;
+            match self.queue.flush(cx.client) {
+                Ok(_) => {}
+                Err(_) => return self.abort(),
+            }
+            let up = self.up.as_ref().expect("tunnelling");
+            while self.out_pos < self.out.len() {
+                match up.sock.send(&self.out[self.out_pos..]) {
+                    Ok(n) => {
+                        self.out_pos += n;
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return self.abort(),
+                }
+            }
+            if self.out_pos == self.out.len() {
+                self.out.clear();
+                self.out_pos = 0;
+                match (&*cx.client).read(&mut buf) {
+                    Ok(0) => return self.abort(),
+                    Ok(n) => {
+                        self.out.extend_from_slice(&buf[..n]);
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return self.abort(),
+                }
+            }
+            if !self.queue.pending() {
+                match (&up.sock).read(&mut buf) {
+                    Ok(0) => return self.abort(),
+                    Ok(n) => {
+                        if self.queue.push(&buf[..n], false).is_err() {
+                            return self.abort();
+                        }
+                        progress = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return self.abort(),
+                }
+            }
+            if progress {
+                self.deadline = cx.now + self.route.read_timeout;
+                continue;
+            }
+            // Blocked. Level-triggered epoll: a side is watched only for what it can do
+            // next, or unread bytes would wake the loop again and again.
+            return if self.queue.pending() {
+                Step::ClientWritable
+            } else if self.out_pos < self.out.len() {
+                Step::Upstream
+            } else {
+                Step::ClientReadable
+            };
         }
     }
 
@@ -720,6 +806,14 @@ impl Session {
         };
         self.out.clear();
         upstream::write_request(&forward, &mut self.out);
+        if let Some(protocol) = &self.upgrade {
+            // The one hop-by-hop exchange forwarded: the switch the client asked for.
+            self.out.truncate(self.out.len() - 2);
+            self.out
+                .extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+            self.out.extend_from_slice(protocol);
+            self.out.extend_from_slice(b"\r\n\r\n");
+        }
         self.out.extend_from_slice(&self.body);
         self.out_pos = 0;
         self.head = head;
@@ -799,6 +893,34 @@ impl Session {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(value);
+        }
+        if head.status == 101 {
+            let Some(protocol) = head
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("upgrade"))
+                .map(|(_, v)| v.to_vec())
+                .filter(|_| self.upgrade.is_some())
+            else {
+                return Some(self.bad_upstream(cx, "101 without an upgrade asked for"));
+            };
+            out.extend_from_slice(b"\r\nConnection: upgrade\r\nUpgrade: ");
+            out.extend_from_slice(&protocol);
+            out.extend_from_slice(b"\r\n\r\n");
+            let rest = self.resp.split_off(head.head_len);
+            self.resp.clear();
+            self.sent_head = true;
+            self.close = true;
+            self.reusable = false;
+            if self.queue.push(&out, false).is_err() || self.queue.push(&rest, false).is_err() {
+                return Some(self.abort());
+            }
+            // Client bytes that came behind the request are the tunnel's first bytes.
+            let early = std::mem::take(&mut self.leftover);
+            self.out = early;
+            self.out_pos = 0;
+            self.phase = Phase::Tunnel;
+            return None;
         }
         self.streaming = head.streaming;
         self.body_up = match head.framing {
@@ -1035,6 +1157,16 @@ impl Session {
         )
     }
 
+    /// Room for more of the upstream's body: streaming keeps at most one read in memory;
+    /// buffering spills up to [`SPILL_MAX`].
+    fn room(&self) -> bool {
+        if self.streaming {
+            self.queue.mem_backlog() < READ_CHUNK
+        } else {
+            self.queue.spilled() < SPILL_MAX
+        }
+    }
+
     /// Registers the upstream fd for what the current phase waits on.
     fn sync_interest(&mut self, cx: &Cx) {
         let Some(up) = &self.up else {
@@ -1044,7 +1176,12 @@ impl Session {
         let want = match self.phase {
             Phase::Connecting | Phase::Sending => Some(true),
             Phase::AwaitingHead => Some(false),
-            Phase::Relaying if !matches!(self.body_up, BodyUp::Done) => Some(false),
+            // Read only with room for what comes (else the readable upstream would wake the
+            // loop without being read).
+            Phase::Relaying if !matches!(self.body_up, BodyUp::Done) && self.room() => Some(false),
+            Phase::Tunnel if self.out_pos < self.out.len() => Some(true),
+            Phase::Tunnel if self.queue.pending() => None,
+            Phase::Tunnel => Some(false),
             _ => None,
         };
         if want == self.up_interest {

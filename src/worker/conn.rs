@@ -469,7 +469,7 @@ impl Conn {
             crate::proxy::Step::Abort => Step::Wait(Wait::Close),
             crate::proxy::Step::Done { close } => {
                 self.log.status = session.status;
-                self.log.bytes = 0;
+                self.log.bytes = session.sent();
                 let leftover = session.take_leftover();
                 self.finish_log(cx);
                 self.state = ConnState::ReadingHead;
