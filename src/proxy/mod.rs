@@ -47,6 +47,8 @@ use pool::{Pool, UpConn};
 
 /// Response bytes held in memory per session before spilling to a temp file.
 pub const MEM_MAX: usize = 256 * 1024;
+/// Request body bytes held in memory; a larger body goes to a temp file.
+pub const BODY_MEM: usize = 1024 * 1024;
 /// Most bytes spilled to a temp file per response; past it the upstream is read only as
 /// fast as the client takes the bytes.
 pub const SPILL_MAX: u64 = 1 << 30;
@@ -254,6 +256,10 @@ pub struct Session {
     peer: IpAddr,
     body_in: BodyIn,
     body: Vec<u8>,
+    /// The body, once larger than [`BODY_MEM`]: an unlinked file and its length; `body_sent`
+    /// of it went upstream.
+    body_file: Option<(File, u64)>,
+    body_sent: u64,
     /// Client bytes read past the request (a pipelined next request), handed back.
     leftover: Vec<u8>,
     up: Option<UpConn>,
@@ -327,6 +333,8 @@ impl Session {
             peer,
             body_in,
             body: Vec::new(),
+            body_file: None,
+            body_sent: 0,
             leftover: Vec::new(),
             up: None,
             upstream_index: 0,
@@ -389,9 +397,14 @@ impl Session {
                 }
                 BodyIn::Length(left) => {
                     let n = (*left).min(data.len() as u64) as usize;
-                    self.body.extend_from_slice(&data[..n]);
+                    let piece = &data[..n];
                     *left -= n as u64;
                     data = &data[n..];
+                    Self::store_body(&mut self.body, &mut self.body_file, piece)
+                        .map_err(|_| Status::InternalServerError)?;
+                    let BodyIn::Length(left) = &self.body_in else {
+                        unreachable!("matched above")
+                    };
                     if *left == 0 {
                         self.body_in = BodyIn::Done;
                         continue;
@@ -399,19 +412,47 @@ impl Session {
                     return Ok(());
                 }
                 BodyIn::Chunked(dec) => {
-                    let used = dec.decode(data, &mut self.body).map_err(|e| match e {
+                    let mut decoded = Vec::new();
+                    let used = dec.decode(data, &mut decoded).map_err(|e| match e {
                         chunked::DecodeError::TooLarge => Status::PayloadTooLarge,
                         chunked::DecodeError::Malformed => Status::BadRequest,
                     })?;
-                    data = &data[used..];
-                    if dec.is_done() {
+                    let done = dec.is_done();
+                    Self::store_body(&mut self.body, &mut self.body_file, &decoded)
+                        .map_err(|_| Status::InternalServerError)?;
+                    if done {
+                        data = &data[used..];
                         self.body_in = BodyIn::Done;
                         continue;
                     }
+                    let _ = used;
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// Keeps body bytes: in memory up to [`BODY_MEM`], then all of it in an unlinked temp
+    /// file (sent to the app by sendfile).
+    fn store_body(
+        mem: &mut Vec<u8>,
+        file: &mut Option<(File, u64)>,
+        data: &[u8],
+    ) -> io::Result<()> {
+        if file.is_none() && mem.len() + data.len() <= BODY_MEM {
+            mem.extend_from_slice(data);
+            return Ok(());
+        }
+        if file.is_none() {
+            let f = temp_file()?;
+            f.write_all_at(mem, 0)?;
+            *file = Some((f, mem.len() as u64));
+            *mem = Vec::new();
+        }
+        let (f, len) = file.as_mut().expect("just set");
+        f.write_all_at(data, *len)?;
+        *len += data.len() as u64;
+        Ok(())
     }
 
     /// Advances as far as the sockets allow.
@@ -507,9 +548,43 @@ impl Session {
                         }
                     }
                     if self.out_pos == self.out.len() && !self.out.is_empty() {
+                        if let Some(len) = self.body_file.as_ref().map(|(_, l)| *l) {
+                            while self.body_sent < len {
+                                let mut off = self.body_sent as i64;
+                                let count = (len - self.body_sent).min(4 << 20) as usize;
+                                let (file, _) = self.body_file.as_ref().expect("checked");
+                                let up = self.up.as_ref().expect("connected");
+                                let sent = nix::sys::sendfile::sendfile64(
+                                    up.fd(),
+                                    file.as_fd(),
+                                    Some(&mut off),
+                                    count,
+                                );
+                                match sent {
+                                    // The spill file is ours and complete: cannot happen.
+                                    Ok(0) => {
+                                        return self.fail(cx, Status::InternalServerError, false)
+                                    }
+                                    Ok(n) => {
+                                        self.body_sent += n as u64;
+                                        self.deadline = cx.now + self.route.send_timeout;
+                                    }
+                                    Err(nix::errno::Errno::EAGAIN) => return Step::Upstream,
+                                    Err(nix::errno::Errno::EINTR) => {}
+                                    Err(e) => {
+                                        if let Some(step) = self.retry_or_fail(cx, &e.to_string()) {
+                                            return step;
+                                        }
+                                        break;
+                                    }
+                                }
+                            }
+                            if self.body_sent < len {
+                                continue;
+                            }
+                        }
                         self.out = Vec::new();
                         self.out_pos = 0;
-                        self.body = Vec::new();
                         self.phase = Phase::AwaitingHead;
                         self.deadline = cx.now + self.route.read_timeout;
                     }
@@ -699,7 +774,7 @@ impl Session {
             let upstream = &ups[index];
             // Non-idempotent requests go on a fresh connection: a pooled one may be closing.
             if self.idempotent && !self.retried {
-                if let Some(conn) = cx.upstreams.pool.take(upstream, cx.now) {
+                if let Some(conn) = cx.upstreams.pool.take(upstream, cx.now, cx.epoll) {
                     self.up = Some(conn);
                     self.reused = true;
                     return Ok(());
@@ -744,6 +819,7 @@ impl Session {
         if self.reused && self.idempotent && !self.retried && self.resp.is_empty() {
             self.retried = true;
             self.reused = false;
+            self.body_sent = 0;
             self.out.clear();
             self.out_pos = 0;
             self.phase = Phase::Connecting;
@@ -793,7 +869,11 @@ impl Session {
             }
             None => (req.target.to_owned(), None),
         };
-        let has_body = !self.body.is_empty() || !matches!(req.body, request::BodyFraming::None);
+        let has_body = !matches!(req.body, request::BodyFraming::None);
+        let body_len = match &self.body_file {
+            Some((_, len)) => *len,
+            None => self.body.len() as u64,
+        };
         let forward = Forward {
             method: req.method_str,
             target: &target,
@@ -802,7 +882,7 @@ impl Session {
             peer_trusted: cx.trusted.iter().any(|c| c.contains(self.peer)),
             proto: "http",
             prefix,
-            body_len: has_body.then_some(self.body.len() as u64),
+            body_len: has_body.then_some(body_len),
         };
         self.out.clear();
         upstream::write_request(&forward, &mut self.out);
@@ -1057,6 +1137,7 @@ impl Session {
                     self.route.keepalive_timeout,
                     self.route.keepalive,
                     cx.now,
+                    cx.epoll,
                 );
             }
         }

@@ -1,10 +1,11 @@
 //! The worker's upstream connections: non-blocking connect (TCP or unix socket), and the
 //! pool of idle keep-alive connections per upstream, each with its idle deadline.
 //!
-//! A pooled connection is checked before reuse with a non-blocking `MSG_PEEK`: an upstream
-//! that closed it (EOF) or sent something unasked is dropped, never reused. Idle
-//! connections past their route's `keepalive_timeout` (below the app server's own) are
-//! closed on the worker's tick. The small window where the upstream closes just as srvd
+//! A pooled connection sits in the worker's epoll set (token [`POOL_FLAG`] | its id): when
+//! the upstream closes it (or sends anything unasked), the event drops it at once. It is
+//! also checked before reuse with a non-blocking `MSG_PEEK`, for an event not yet read.
+//! Idle connections past their route's `keepalive_timeout` (below the app server's own)
+//! are closed on the worker's tick. The small window where the upstream closes just as srvd
 //! reuses the connection is covered by one retry of idempotent requests on a fresh one.
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::route::Upstream;
@@ -60,32 +62,53 @@ pub fn connect_result(conn: &UpConn) -> io::Result<()> {
     }
 }
 
+/// Flag of the epoll token of an idle pooled connection (the rest is its id). Connection
+/// slots never reach bit 30, so it cannot be mistaken for a client connection.
+pub const POOL_FLAG: u64 = 1 << 30;
+
 struct Idle {
     conn: UpConn,
     until: Instant,
+    id: u64,
 }
 
 /// Idle keep-alive connections by upstream.
 #[derive(Default)]
 pub struct Pool {
     idle: HashMap<Upstream, Vec<Idle>>,
+    next_id: u64,
 }
 
 impl Pool {
-    /// A live idle connection to `upstream`, newest first.
-    pub fn take(&mut self, upstream: &Upstream, now: Instant) -> Option<UpConn> {
+    /// A live idle connection to `upstream`, newest first, out of the epoll set again.
+    pub fn take(&mut self, upstream: &Upstream, now: Instant, epoll: &Epoll) -> Option<UpConn> {
         let list = self.idle.get_mut(upstream)?;
         while let Some(idle) = list.pop() {
             if idle.until > now && alive(&idle.conn) {
+                let _ = epoll.delete(idle.conn.fd());
                 return Some(idle.conn);
             }
         }
         None
     }
 
-    /// Keeps `conn` for reuse for `idle_for`, at most `max` per upstream (0: none kept).
-    pub fn put(&mut self, conn: UpConn, idle_for: Duration, max: usize, now: Instant) {
+    /// Keeps `conn` for reuse for `idle_for`, at most `max` per upstream (0: none kept),
+    /// watched in `epoll` so the upstream closing it is seen at once.
+    pub fn put(
+        &mut self,
+        conn: UpConn,
+        idle_for: Duration,
+        max: usize,
+        now: Instant,
+        epoll: &Epoll,
+    ) {
         if max == 0 {
+            return;
+        }
+        self.next_id = (self.next_id + 1) % (POOL_FLAG - 1);
+        let id = self.next_id;
+        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, POOL_FLAG | id);
+        if epoll.add(conn.fd(), ev).is_err() {
             return;
         }
         let list = self.idle.entry(conn.upstream.clone()).or_default();
@@ -96,7 +119,17 @@ impl Pool {
         list.push(Idle {
             conn,
             until: now + idle_for,
+            id,
         });
+    }
+
+    /// An event on an idle connection: the upstream closed it (or sent something
+    /// unasked); it is closed (which also takes it out of the epoll set).
+    pub fn on_event(&mut self, token: u64) {
+        let id = token & !POOL_FLAG;
+        for list in self.idle.values_mut() {
+            list.retain(|i| i.id != id);
+        }
     }
 
     /// Closes connections idle past their deadline.

@@ -245,6 +245,7 @@ impl Worker {
                     t if t >= LISTENER_BASE => {
                         self.accept(now, (t - LISTENER_BASE) as usize, false)
                     }
+                    t if t & crate::proxy::pool::POOL_FLAG != 0 => self.upstreams.pool.on_event(t),
                     t => self.conn_event(now, t, ev.events()),
                 }
             }
