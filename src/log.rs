@@ -121,6 +121,17 @@ pub struct LineEnd<'a> {
     pub referer: &'a [u8],
     pub agent: &'a [u8],
     pub duration_us: u64,
+    /// For a proxied request (JSON only): the upstream as configured, its status (0 when
+    /// it gave none), the time it took and the attempts made.
+    pub upstream: Option<UpstreamLog<'a>>,
+}
+
+/// The upstream part of a proxied request's log line.
+pub struct UpstreamLog<'a> {
+    pub name: &'a str,
+    pub status: u16,
+    pub us: u64,
+    pub tries: u8,
 }
 
 /// Where access-log lines go.
@@ -241,6 +252,18 @@ impl AccessLog {
             self.buf.extend_from_slice(b",\"duration_us\":");
             self.buf
                 .extend_from_slice(n.format(end.duration_us).as_bytes());
+            if let Some(up) = &end.upstream {
+                self.buf.extend_from_slice(b",\"upstream\":");
+                json_string(&mut self.buf, up.name.as_bytes());
+                self.buf.extend_from_slice(b",\"upstream_status\":");
+                self.buf.extend_from_slice(n.format(up.status).as_bytes());
+                self.buf.extend_from_slice(b",\"upstream_us\":");
+                self.buf.extend_from_slice(n.format(up.us).as_bytes());
+                if up.tries > 1 {
+                    self.buf.extend_from_slice(b",\"upstream_tries\":");
+                    self.buf.extend_from_slice(n.format(up.tries).as_bytes());
+                }
+            }
             self.buf.extend_from_slice(b",\"referer\":");
             json_string(&mut self.buf, end.referer);
             self.buf.extend_from_slice(b",\"user_agent\":");
@@ -393,6 +416,7 @@ mod tests {
             referer: b"",
             agent: b"curl/8.0",
             duration_us: 17,
+            upstream: None,
         };
         log.begin(&mut line, &start);
         log.finish(&line, &end);

@@ -283,6 +283,8 @@ pub struct Session {
     /// Anything at all was sent to the client (head included).
     sent_head: bool,
     pub status: u16,
+    /// The status the app answered with (0 until it did).
+    upstream_status: u16,
     pub deadline: Instant,
     started: Instant,
     /// Deadline of the whole exchange (`timeout`), if set.
@@ -352,6 +354,7 @@ impl Session {
             queue: Queue::default(),
             sent_head: false,
             status: 0,
+            upstream_status: 0,
             deadline: now + route.read_timeout.max(route.send_timeout),
             started: now,
             total_deadline: route.timeout.map(|t| now + t),
@@ -378,10 +381,17 @@ impl Session {
         self.queue.sent
     }
 
-    /// The upstream as written in the config, and how long it took, for the access log.
-    pub fn upstream_info(&self) -> Option<(String, u64)> {
+    /// For the access log: the upstream as configured, the status it sent (0: none), the
+    /// microseconds the exchange took and the attempts made.
+    pub fn upstream_log(&self) -> Option<(String, u16, u64, u8)> {
         let up = self.route.upstreams.get(self.upstream_index)?;
-        Some((up.to_string(), self.started.elapsed().as_micros() as u64))
+        let tries = (self.tried + usize::from(self.retried)).clamp(1, 255) as u8;
+        Some((
+            up.to_string(),
+            self.upstream_status,
+            self.started.elapsed().as_micros() as u64,
+            tries,
+        ))
     }
 
     /// Feeds client body bytes; leftover past the body is kept for the next request.
@@ -950,6 +960,7 @@ impl Session {
             return None;
         }
         self.status = head.status;
+        self.upstream_status = head.status;
         let mut out = Vec::with_capacity(head.head_len + 64);
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(itoa::Buffer::new().format(head.status).as_bytes());

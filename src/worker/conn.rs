@@ -102,6 +102,8 @@ struct LogEntry {
     log: usize,
     format: LogFormat,
     started: Option<Instant>,
+    /// A proxied request: upstream, its status, microseconds, attempts.
+    upstream: Option<(String, u16, u64, u8)>,
 }
 
 impl Default for LogEntry {
@@ -115,6 +117,7 @@ impl Default for LogEntry {
             log: 0,
             format: LogFormat::Combined,
             started: None,
+            upstream: None,
         }
     }
 }
@@ -470,6 +473,9 @@ impl Conn {
             crate::proxy::Step::Done { close } => {
                 self.log.status = session.status;
                 self.log.bytes = session.sent();
+                if self.log.format == LogFormat::Json {
+                    self.log.upstream = session.upstream_log();
+                }
                 let leftover = session.take_leftover();
                 self.finish_log(cx);
                 self.state = ConnState::ReadingHead;
@@ -611,9 +617,18 @@ impl Conn {
                 duration_us: e.started.map_or(0, |t| {
                     t.elapsed().as_micros().try_into().unwrap_or(u64::MAX)
                 }),
+                upstream: e.upstream.as_ref().map(|(name, status, us, tries)| {
+                    crate::log::UpstreamLog {
+                        name,
+                        status: *status,
+                        us: *us,
+                        tries: *tries,
+                    }
+                }),
             };
             cx.logs[e.log].finish(&e.line[..e.referer_at], &end);
             self.log.line.clear();
+            self.log.upstream = None;
         }
     }
 
