@@ -280,8 +280,6 @@ pub struct Session {
     /// The upstream connection may go back to the pool once the response is complete.
     reusable: bool,
     queue: Queue,
-    /// Anything at all was sent to the client (head included).
-    sent_head: bool,
     pub status: u16,
     /// The status the app answered with (0 until it did).
     upstream_status: u16,
@@ -352,7 +350,6 @@ impl Session {
             streaming: false,
             reusable: false,
             queue: Queue::default(),
-            sent_head: false,
             status: 0,
             upstream_status: 0,
             deadline: now + route.read_timeout.max(route.send_timeout),
@@ -654,12 +651,7 @@ impl Session {
                                 continue;
                             }
                             // Closed inside the body: the client must not see it as complete.
-                            cx.upstreams.log_failure(
-                                &self.up.as_ref().expect("relaying").upstream,
-                                "closed in the middle of a response",
-                                cx.now,
-                            );
-                            return self.abort();
+                            return self.broken(cx, "closed in the middle of a response");
                         }
                         Ok(Some(_)) => {
                             let data = std::mem::take(&mut self.resp);
@@ -667,7 +659,7 @@ impl Session {
                             self.resp = data;
                             self.resp.clear();
                             if !ok {
-                                return self.abort();
+                                return self.broken(cx, "bad chunked framing");
                             }
                         }
                         Ok(None) => {
@@ -1000,7 +992,6 @@ impl Session {
             out.extend_from_slice(b"\r\n\r\n");
             let rest = self.resp.split_off(head.head_len);
             self.resp.clear();
-            self.sent_head = true;
             self.close = true;
             self.reusable = false;
             if self.queue.push(&out, false).is_err() || self.queue.push(&rest, false).is_err() {
@@ -1052,7 +1043,6 @@ impl Session {
         let body_start = head.head_len;
         let rest = self.resp.split_off(body_start);
         self.resp.clear();
-        self.sent_head = true;
         if self.queue.push(&out, false).is_err() {
             return Some(self.abort());
         }
@@ -1063,7 +1053,7 @@ impl Session {
                 self.reusable = false;
             }
         } else if !rest.is_empty() && !self.relay(&rest) {
-            return Some(self.abort());
+            return Some(self.broken(cx, "bad chunked framing"));
         }
         None
     }
@@ -1168,9 +1158,12 @@ impl Session {
     fn fail(&mut self, cx: &mut Cx, status: Status, body_unread: bool) -> Step {
         self.up = None;
         self.up_interest = None;
-        if self.sent_head {
+        if self.queue.sent > 0 {
             return self.abort();
         }
+        // Whatever was queued (a relayed head) never left: replace it with the error.
+        self.queue = Queue::default();
+        self.chunk_out = false;
         self.status = status.code();
         if body_unread {
             self.close = true;
@@ -1193,7 +1186,6 @@ impl Session {
             &mut out,
         );
         self.close |= outcome.close;
-        self.sent_head = true;
         let _ = self.queue.push(&out, false);
         self.body_up = BodyUp::Done;
         self.phase = Phase::Relaying;
@@ -1205,6 +1197,20 @@ impl Session {
             Ok(false) => Step::ClientWritable,
             Err(_) => Step::Abort,
         }
+    }
+
+    /// The upstream broke the response: a 502 when nothing reached the client yet, else
+    /// the client connection is cut so the truncation shows.
+    fn broken(&mut self, cx: &mut Cx, cause: &str) -> Step {
+        if let Some(up) = &self.up {
+            let up = up.upstream.clone();
+            cx.upstreams.log_failure(&up, cause, cx.now);
+        }
+        if self.queue.sent > 0 {
+            return self.abort();
+        }
+        self.close = true;
+        self.fail(cx, Status::BadGateway, false)
     }
 
     /// Gives up on the client connection; the upstream connection is closed with it.
