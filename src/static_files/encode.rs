@@ -48,7 +48,11 @@ struct Job {
     source: Content,
     len: u64,
     pos: u64,
+    /// Made when the job first runs, not when it is queued: a queue of a thousand cold
+    /// files must not hold a thousand encoders (brotli's are tens of KiB each).
     encoder: Option<Encoder>,
+    level: u32,
+    finished: bool,
     disk: Option<(Rc<DiskCache>, String)>,
     budget: usize,
 }
@@ -193,7 +197,9 @@ pub fn ask(
         source,
         len,
         pos: 0,
-        encoder: Some(Encoder::new(coding, level, len as usize)),
+        encoder: None,
+        level,
+        finished: false,
         disk,
         budget,
     };
@@ -237,9 +243,12 @@ pub fn run_queued(files: &mut Files) -> bool {
 fn run_slice(files: &mut Files, job: &mut Job, slice: usize) -> bool {
     let end = job.len.min(job.pos.saturating_add(slice as u64));
     let want = (end - job.pos) as usize;
-    let Some(encoder) = job.encoder.as_mut() else {
+    if job.finished {
         return true;
-    };
+    }
+    let encoder = job
+        .encoder
+        .get_or_insert_with(|| Encoder::new(job.coding, job.level, job.len as usize));
     let ok = match &job.source {
         Content::Bytes(b) => encoder.write(&b[job.pos as usize..end as usize]).is_ok(),
         Content::File(f) => {
@@ -256,7 +265,8 @@ fn run_slice(files: &mut Files, job: &mut Job, slice: usize) -> bool {
     if job.pos < job.len {
         return false;
     }
-    let Ok(bytes) = job.encoder.take().expect("checked above").finish() else {
+    job.finished = true;
+    let Ok(bytes) = job.encoder.take().expect("made above").finish() else {
         forget_job(files, job);
         return true;
     };
