@@ -234,8 +234,17 @@ pub fn run_queued(files: &mut Files) -> bool {
     };
     if !run_slice(files, &mut job, SLICE) {
         files.jobs.queue.push_front(job);
+        return true;
     }
-    !files.jobs.queue.is_empty()
+    // The finished job (and its encoder) is dropped here.
+    drop(job);
+    if files.jobs.queue.is_empty() {
+        // The encoders' working memory is freed; let the kernel have it back.
+        files.jobs.scratch = Vec::new();
+        crate::sys::mem::release_free_memory();
+        return false;
+    }
+    true
 }
 
 /// Feeds up to `slice` bytes to the job's encoder; true when the job is finished (done,

@@ -5,10 +5,12 @@
 //! - [`socket::accept`]: `accept4()` into a `sockaddr_storage`, and adopting the new fd.
 //! - [`fs::RootDir::open_beneath`]: adopting the fd that `openat2()` returns.
 //! - [`shm::Scoreboard::new`]: `mmap()` of the shared worker slots, viewed as a `'static` table.
+//! - [`mem::release_free_memory`]: glibc `malloc_trim(0)`.
 //!
 //! Everything else goes through `nix`, `socket2` or `std`, which are safe wrappers.
 
 pub mod fs;
+pub mod mem;
 pub mod process;
 pub mod shm;
 pub mod signals;
