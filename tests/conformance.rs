@@ -181,6 +181,34 @@ fn size_limits() {
     );
 }
 
+/// RFC 9110 §2.5: a request in a later minor version of HTTP/1 is served as HTTP/1.1
+/// (keep-alive included), not refused with 505.
+#[test]
+fn later_http1_minor_versions_are_served_as_http11() {
+    let s = Srvd::start("conf-version-later", "");
+    for v in ["HTTP/1.2", "HTTP/1.9"] {
+        let req = format!(
+            "GET / {v}\r\nHost: a\r\n\r\nGET / {v}\r\nHost: a\r\nConnection: close\r\n\r\n"
+        );
+        let bytes = s.raw(req.as_bytes());
+        let all = Response::parse_all(&bytes);
+        assert_eq!(
+            all.len(),
+            2,
+            "{v}: two answers on one connection: {:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        for r in &all {
+            assert_eq!(r.status, 200, "{v}");
+            assert_eq!(r.body_str(), "hello\n", "{v}");
+        }
+        assert!(
+            bytes.starts_with(b"HTTP/1.1 200 "),
+            "{v}: answered as HTTP/1.1"
+        );
+    }
+}
+
 #[test]
 fn versions() {
     let s = Srvd::start("conf-version", "");
@@ -188,6 +216,13 @@ fn versions() {
         &s,
         &[
             ("HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n".into(), 505),
+            // A later HTTP/1 minor version follows HTTP/1.1's rules: Host is required.
+            ("HTTP/1.2 no Host", "GET / HTTP/1.2\r\n\r\n".into(), 400),
+            (
+                "HTTP/1.2 bad method",
+                "G(T / HTTP/1.2\r\nHost: a\r\n\r\n".into(),
+                400,
+            ),
             ("HTTP/3.7", "GET / HTTP/3.7\r\nHost: a\r\n\r\n".into(), 505),
             ("HTTX/1.1", "GET / HTTX/1.1\r\nHost: a\r\n\r\n".into(), 400),
             // RFC 9112 §2.3: HTTP-version = "HTTP/" DIGIT "." DIGIT; anything else is

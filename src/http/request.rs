@@ -150,30 +150,67 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     if line.len() > MAX_REQUEST_LINE {
         return Err(ParseError::UriTooLong);
     }
-    check_version(line)?;
+    let later_minor = check_version(line)?;
 
     // Uninitialised slots: zeroing 100 headers per request would cost more than parsing.
     let mut headers = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
-    let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() - line_end > MAX_HEADER_BLOCK + 2 {
-                Err(ParseError::HeadersTooLarge)
-            } else {
-                Ok(None)
-            };
-        }
-        Err(httparse::Error::TooManyHeaders) => return Err(ParseError::HeadersTooLarge),
-        Err(httparse::Error::Version) => return Err(ParseError::VersionNotSupported),
-        Err(_) => return Err(ParseError::Malformed),
+    let mut later_headers;
+    let (method_str, target, minor, head_len, fields): (
+        &str,
+        &str,
+        u8,
+        usize,
+        &[httparse::Header],
+    ) = if later_minor {
+        // HTTP/1.2 and up: served as HTTP/1.1 (RFC 9110 §2.5). httparse reads only 1.0
+        // and 1.1 request lines, so this line is split here and its fields parsed by
+        // httparse on their own.
+        later_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let (method, target) = split_request_line(line)?;
+        let rest = &buf[line_end + 1..];
+        let n = match httparse::parse_headers(rest, &mut later_headers) {
+            Ok(httparse::Status::Complete((n, _))) => n,
+            Ok(httparse::Status::Partial) => {
+                return if rest.len() > MAX_HEADER_BLOCK + 2 {
+                    Err(ParseError::HeadersTooLarge)
+                } else {
+                    Ok(None)
+                };
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(ParseError::HeadersTooLarge),
+            Err(_) => return Err(ParseError::Malformed),
+        };
+        let count = later_headers
+            .iter()
+            .take_while(|h| !h.name.is_empty())
+            .count();
+        (method, target, 1, line_end + 1 + n, &later_headers[..count])
+    } else {
+        let head_len = match req.parse_with_uninit_headers(buf, &mut headers) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                return if buf.len() - line_end > MAX_HEADER_BLOCK + 2 {
+                    Err(ParseError::HeadersTooLarge)
+                } else {
+                    Ok(None)
+                };
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(ParseError::HeadersTooLarge),
+            Err(httparse::Error::Version) => return Err(ParseError::VersionNotSupported),
+            Err(_) => return Err(ParseError::Malformed),
+        };
+        (
+            req.method.expect("httparse completed"),
+            req.path.expect("httparse completed"),
+            req.version.expect("httparse completed"),
+            head_len,
+            &*req.headers,
+        )
     };
     if head_len - line_end > MAX_HEADER_BLOCK + 2 {
         return Err(ParseError::HeadersTooLarge);
     }
-    let method_str = req.method.expect("httparse completed");
-    let target = req.path.expect("httparse completed");
-    let minor = req.version.expect("httparse completed");
 
     let mut out = Request {
         method: Method::from_token(method_str),
@@ -203,7 +240,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     let mut connection_upgrade = false;
     let mut content_length: Option<u64> = None;
     let mut transfer_coding = TransferCoding::default();
-    for h in req.headers.iter() {
+    for h in fields.iter() {
         let v = trim(h.value);
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -290,9 +327,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
 
 /// The request line's shape (RFC 9112 §3): `method SP target SP HTTP/DIGIT.DIGIT`, one
 /// SP each. More spaces, or a version of another shape (`HTTP/1.11`, `HTTP/10.0`), is a
-/// 400; a well-formed `HTTP/2.0` or above is a 505. (`HTTP/1.2` and up, which RFC 9110
-/// §2.5 would have served as 1.1, are a 505 too: httparse reads only 1.0 and 1.1.)
-fn check_version(line: &[u8]) -> Result<(), ParseError> {
+/// 400; a well-formed `HTTP/2.0` or above is a 505. `HTTP/1.2` and up are served as
+/// HTTP/1.1 (RFC 9110 §2.5): `Ok(true)` says so, and the caller parses that line itself
+/// (httparse reads only 1.0 and 1.1).
+fn check_version(line: &[u8]) -> Result<bool, ParseError> {
     // httparse refuses a second SP after the method; one before the version would reach
     // its version check (a 505), so it is caught here.
     let version = match line.iter().rposition(|&b| b == b' ') {
@@ -300,14 +338,42 @@ fn check_version(line: &[u8]) -> Result<(), ParseError> {
         _ => return Err(ParseError::Malformed),
     };
     if version == b"HTTP/1.1" || version == b"HTTP/1.0" {
-        return Ok(());
+        return Ok(false);
     }
     match version.strip_prefix(b"HTTP/") {
+        Some([b'1', b'.', minor]) if minor.is_ascii_digit() => Ok(true),
         Some([major, b'.', minor]) if major.is_ascii_digit() && minor.is_ascii_digit() => {
             Err(ParseError::VersionNotSupported)
         }
         _ => Err(ParseError::Malformed),
     }
+}
+
+/// `method SP target SP version` of a line already checked by [`check_version`]: the
+/// method a token, the target visible ASCII, as httparse would insist.
+fn split_request_line(line: &[u8]) -> Result<(&str, &str), ParseError> {
+    let sp1 = line
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(ParseError::Malformed)?;
+    let sp2 = line
+        .iter()
+        .rposition(|&b| b == b' ')
+        .ok_or(ParseError::Malformed)?;
+    let (method, target) = (&line[..sp1], &line[sp1 + 1..sp2.max(sp1 + 1)]);
+    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    if method.is_empty()
+        || !method.iter().all(tchar)
+        || target.is_empty()
+        || !target.iter().all(|&b| (0x21..0x7f).contains(&b))
+    {
+        return Err(ParseError::Malformed);
+    }
+    // ASCII only, checked above.
+    fn text(b: &[u8]) -> Result<&str, ParseError> {
+        std::str::from_utf8(b).map_err(|_| ParseError::Malformed)
+    }
+    Ok((text(method)?, text(target)?))
 }
 
 /// The Transfer-Encoding field lines of a request, folded into one list (RFC 9110 §5.3).

@@ -466,6 +466,10 @@ impl Session {
     pub fn drive(&mut self, cx: &mut Cx) -> Step {
         let step = self.advance(cx);
         self.sync_interest(cx);
+        // Progress pushes the idle deadlines; the total one (`timeout`) never moves.
+        if let Some(t) = self.total_deadline {
+            self.deadline = self.deadline.min(t);
+        }
         step
     }
 
