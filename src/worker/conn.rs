@@ -452,17 +452,7 @@ impl Conn {
         let ConnState::Proxying(session, site) = &mut self.state else {
             unreachable!("proxy_step is only called while Proxying");
         };
-        let site = &cx.sites.all()[*site];
-        let mut pcx = crate::proxy::Cx {
-            client: &self.stream,
-            epoll: cx.epoll,
-            token: cx.token,
-            upstreams: cx.upstreams,
-            site,
-            date: cx.date.get(),
-            now: cx.now,
-            trusted: &cx.config.trusted_proxies,
-        };
+        let mut pcx = proxy_cx(&self.stream, cx, *site);
         let step = session.drive(&mut pcx);
         self.deadline = session.deadline;
         match step {
@@ -648,17 +638,7 @@ impl Conn {
     /// (best effort, one non-blocking write); everyone else is simply closed.
     pub fn on_timeout(&mut self, cx: &mut Ctx) {
         if let ConnState::Proxying(session, site) = &mut self.state {
-            let site = &cx.sites.all()[*site];
-            let mut pcx = crate::proxy::Cx {
-                client: &self.stream,
-                epoll: cx.epoll,
-                token: cx.token,
-                upstreams: cx.upstreams,
-                site,
-                date: cx.date.get(),
-                now: cx.now,
-                trusted: &cx.config.trusted_proxies,
-            };
+            let mut pcx = proxy_cx(&self.stream, cx, *site);
             // 504 (or 408 for a body that stopped coming), best effort; then closed.
             let _ = session.on_timeout(&mut pcx);
             return;
@@ -804,6 +784,20 @@ fn send_file(stream: &TcpStream, file: &std::fs::File, offset: &mut u64, end: u6
         Err(nix::errno::Errno::EAGAIN) => Sent::Blocked,
         Err(nix::errno::Errno::EINTR) => Sent::Progress,
         Err(_) => Sent::Failed,
+    }
+}
+
+/// What a proxy session borrows from the connection and the worker.
+fn proxy_cx<'a>(client: &'a TcpStream, cx: &'a mut Ctx, site: usize) -> crate::proxy::Cx<'a> {
+    crate::proxy::Cx {
+        client,
+        epoll: cx.epoll,
+        token: cx.token,
+        upstreams: cx.upstreams,
+        site: &cx.sites.all()[site],
+        date: cx.date.get(),
+        now: cx.now,
+        trusted: &cx.config.trusted_proxies,
     }
 }
 

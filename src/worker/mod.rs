@@ -479,6 +479,7 @@ impl Worker {
         self.sync_listen();
         for index in 0..self.slots.len() {
             let (slots, mut cx) = self.parts(now);
+            cx.token = (u64::from(slots[index].generation) << 32) | index as u64;
             if let Some(conn) = slots[index].conn.as_mut().filter(|c| c.deadline <= now) {
                 conn.on_timeout(&mut cx);
                 self.close(index);
