@@ -243,62 +243,59 @@ pub fn parse(buf: &[u8]) -> Result<Option<Request<'_>>, ParseError> {
     for h in fields.iter() {
         let v = trim(h.value);
         let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
-            hosts += 1;
-            out.host = Some(v);
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in v.split(|&b| b == b',').map(trim) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    out.connection_close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    out.connection_keep_alive = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    connection_upgrade = true;
+        let is = |known: &str| name.eq_ignore_ascii_case(known);
+        // By length first: most fields are told apart without comparing a byte.
+        match name.len() {
+            4 if is("host") => {
+                hosts += 1;
+                out.host = Some(v);
+            }
+            5 if is("range") => out.range = Some(v),
+            6 if is("accept") => out.accept = Some(v),
+            6 if is("expect") => {
+                if !v.eq_ignore_ascii_case(b"100-continue") {
+                    return Err(ParseError::ExpectationFailed);
+                }
+                out.expect_continue = true;
+            }
+            7 if is("referer") => out.referer = Some(v),
+            7 if is("upgrade") => out.upgrade = Some(v),
+            8 if is("if-match") => out.if_match = Some(v),
+            8 if is("if-range") => out.if_range = Some(v),
+            10 if is("user-agent") => out.user_agent = Some(v),
+            10 if is("connection") => {
+                for token in v.split(|&b| b == b',').map(trim) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        out.connection_close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        out.connection_keep_alive = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        connection_upgrade = true;
+                    }
                 }
             }
-        } else if name.eq_ignore_ascii_case("content-length") {
-            // RFC 9112 §6.3: differing values are unrecoverable; a list of equal values is
-            // the same length repeated.
-            for item in v.split(|&b| b == b',').map(trim) {
-                let n = parse_decimal(item).ok_or(ParseError::Malformed)?;
-                if content_length.is_some_and(|old| old != n) {
-                    return Err(ParseError::Malformed);
+            13 if is("if-none-match") => out.if_none_match = Some(v),
+            13 if is("cache-control") => {
+                out.no_transform |= v
+                    .split(|&b| b == b',')
+                    .any(|d| trim(d).eq_ignore_ascii_case(b"no-transform"));
+            }
+            14 if is("content-length") => {
+                // RFC 9112 §6.3: differing values are unrecoverable; a list of equal
+                // values is the same length repeated.
+                for item in v.split(|&b| b == b',').map(trim) {
+                    let n = parse_decimal(item).ok_or(ParseError::Malformed)?;
+                    if content_length.is_some_and(|old| old != n) {
+                        return Err(ParseError::Malformed);
+                    }
+                    content_length = Some(n);
                 }
-                content_length = Some(n);
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            transfer_coding.add(v)?;
-        } else if name.eq_ignore_ascii_case("expect") {
-            if !v.eq_ignore_ascii_case(b"100-continue") {
-                return Err(ParseError::ExpectationFailed);
-            }
-            out.expect_continue = true;
-        } else if name.eq_ignore_ascii_case("if-none-match") {
-            out.if_none_match = Some(v);
-        } else if name.eq_ignore_ascii_case("if-modified-since") {
-            out.if_modified_since = Some(v);
-        } else if name.eq_ignore_ascii_case("if-match") {
-            out.if_match = Some(v);
-        } else if name.eq_ignore_ascii_case("if-unmodified-since") {
-            out.if_unmodified_since = Some(v);
-        } else if name.eq_ignore_ascii_case("range") {
-            out.range = Some(v);
-        } else if name.eq_ignore_ascii_case("if-range") {
-            out.if_range = Some(v);
-        } else if name.eq_ignore_ascii_case("user-agent") {
-            out.user_agent = Some(v);
-        } else if name.eq_ignore_ascii_case("referer") {
-            out.referer = Some(v);
-        } else if name.eq_ignore_ascii_case("accept") {
-            out.accept = Some(v);
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            out.upgrade = Some(v);
-        } else if name.eq_ignore_ascii_case("accept-encoding") {
-            out.accept_encoding = Some(v);
-        } else if name.eq_ignore_ascii_case("cache-control") {
-            out.no_transform |= v
-                .split(|&b| b == b',')
-                .any(|d| trim(d).eq_ignore_ascii_case(b"no-transform"));
+            15 if is("accept-encoding") => out.accept_encoding = Some(v),
+            17 if is("if-modified-since") => out.if_modified_since = Some(v),
+            17 if is("transfer-encoding") => transfer_coding.add(v)?,
+            19 if is("if-unmodified-since") => out.if_unmodified_since = Some(v),
+            _ => {}
         }
     }
     if !connection_upgrade || minor == 0 {

@@ -274,7 +274,8 @@ impl Conn {
         let (outcome, consumed) = match parsed {
             Ok(Some(req)) => {
                 let mut close = !req.keep_alive() || cx.draining;
-                if let Selected::Site(site) = cx.sites.select(&req) {
+                let selected = cx.sites.select(&req);
+                if let Selected::Site(site) = selected {
                     if let Some(route) = crate::site::proxy_route(site, &req) {
                         let head_end = self.rstart + req.head_len;
                         let session = crate::proxy::Session::new(
@@ -318,7 +319,7 @@ impl Conn {
                 } else {
                     Connection::Default
                 };
-                let site = match cx.sites.select(&req) {
+                let site = match selected {
                     Selected::Site(site) => site,
                     Selected::Misdirected(site) => {
                         status_override = status_override.or(Some(Status::MisdirectedRequest));
