@@ -309,8 +309,26 @@ impl Conn {
                         self.framing_error = true;
                         status_override = Some(Status::PayloadTooLarge)
                     }
-                    // Bounded by MAX_DISCARD_BODY while skipping.
-                    BodyFraming::Chunked => self.discard = BodySkipper::chunked(),
+                    BodyFraming::Chunked => {
+                        // The framing of what is buffered is checked before answering: a
+                        // body already broken (bad or overflowing size, past the discard
+                        // limit) gets a 400 and the close, not a 200 and then a dropped
+                        // connection. An incomplete one is waited for while the buffer has
+                        // room; past that it is checked while skipped (bounded by
+                        // MAX_DISCARD_BODY), and a framing error then closes.
+                        let head_end = self.rstart + req.head_len;
+                        let mut probe = BodySkipper::chunked();
+                        match probe.skip(&self.rbuf[head_end..self.rend], MAX_DISCARD_BODY) {
+                            Err(_) => {
+                                self.framing_error = true;
+                                status_override = Some(Status::BadRequest);
+                            }
+                            Ok(_) if !probe.is_done() && self.rend - self.rstart < MAX_HEAD => {
+                                return false;
+                            }
+                            Ok(_) => self.discard = BodySkipper::chunked(),
+                        }
+                    }
                 }
                 let conn = if close {
                     Connection::Close
