@@ -1124,23 +1124,29 @@ fn chunked_body_is_discarded_and_pipelining_continues() {
     let mut c = s.connect();
     // The chunked body arrives in pieces, with an extension and a trailer; the pipelined
     // request behind it must still be found and answered.
+    // (The answer waits for the whole body: its framing is checked first, so a broken
+    // one gets a 400 instead of a 200 and a dropped connection; see rfc_round2.rs.)
     c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhel")
         .unwrap();
-    let first = read_response(&mut c, false).expect("first response");
+    c.write_all(
+        b"lo\r\n0\r\nX-Trailer: 1\r\n\r\nGET /two.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    // Both answers may come in one segment: read to the close, then split them.
+    let all = Response::parse_all(&read_to_close(&mut c));
+    assert_eq!(all.len(), 2);
+    let (first, second) = (&all[0], &all[1]);
     assert_eq!(
         (first.status, first.body.as_slice()),
         (200, &b"hello\n"[..])
     );
     assert_eq!(first.header("connection"), None, "kept alive");
-    c.write_all(b"lo\r\n0\r\nX-Trailer: 1\r\n\r\nGET /two.txt HTTP/1.1\r\nHost: a\r\n\r\n")
-        .unwrap();
-    let second = read_response(&mut c, false).expect("second response");
     assert_eq!(
         (second.status, second.body.as_slice()),
         (200, &b"second\n"[..])
     );
 
-    // A malformed chunk size: the connection is closed after the first response.
+    // A malformed chunk size: one answer (a 400), then the connection is closed.
     let mut c = s.connect();
     c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /two.txt HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
