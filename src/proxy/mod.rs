@@ -87,6 +87,9 @@ pub struct Cx<'a> {
     pub epoll: &'a Epoll,
     /// The connection's epoll token (the upstream side adds [`UPSTREAM_FLAG`]).
     pub token: u64,
+    /// The client's socket woke this drive: while the session waits on the app the
+    /// client is watched for hang-ups only, so that is when to check it went away.
+    pub client_woke: bool,
     pub upstreams: &'a mut Upstreams,
     pub site: &'a Site,
     pub date: &'a [u8],
@@ -503,9 +506,6 @@ impl Session {
                         }
                         continue;
                     }
-                    if self.client_gone(cx) {
-                        return Step::Abort;
-                    }
                     if self.reused {
                         self.phase = Phase::Sending;
                         continue;
@@ -519,6 +519,9 @@ impl Session {
                     )
                     .is_ok_and(|n| n > 0);
                     if !ready {
+                        if self.client_gone(cx) {
+                            return Step::Abort;
+                        }
                         return Step::Upstream;
                     }
                     match pool::connect_result(up) {
@@ -601,9 +604,6 @@ impl Session {
                     }
                 }
                 Phase::AwaitingHead => {
-                    if self.client_gone(cx) {
-                        return Step::Abort;
-                    }
                     match self.read_upstream(cx) {
                         Ok(Some(0)) => {
                             if let Some(step) = self.retry_or_fail(cx, "closed before responding") {
@@ -612,7 +612,12 @@ impl Session {
                             continue;
                         }
                         Ok(Some(_)) => {}
-                        Ok(None) => return Step::Upstream,
+                        Ok(None) => {
+                            if self.client_gone(cx) {
+                                return Step::Abort;
+                            }
+                            return Step::Upstream;
+                        }
                         Err(e) => {
                             if let Some(step) = self.retry_or_fail(cx, &e.to_string()) {
                                 return step;
@@ -1134,8 +1139,10 @@ impl Session {
         self.phase = Phase::Finished;
         if let Some(up) = self.up.take() {
             if self.reusable {
-                // Out of the epoll set before it idles in the pool.
-                let _ = cx.epoll.delete(up.fd());
+                // Out of the epoll set before it idles in the pool (if it is still in it).
+                if self.up_interest.is_some() {
+                    let _ = cx.epoll.delete(up.fd());
+                }
                 self.up_interest = None;
                 cx.upstreams.pool.put(
                     up,
@@ -1246,8 +1253,12 @@ impl Session {
         step
     }
 
-    /// The client went away while the upstream works (a peek sees EOF).
+    /// The client went away while the upstream works (a peek sees EOF). Only looked at
+    /// when the client's socket woke the drive (it is watched for hang-ups only then).
     fn client_gone(&self, cx: &Cx) -> bool {
+        if !cx.client_woke {
+            return false;
+        }
         let mut probe = [0u8; 1];
         matches!(
             nix::sys::socket::recv(

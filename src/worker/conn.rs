@@ -79,6 +79,8 @@ pub struct Ctx<'a> {
     pub epoll: &'a nix::sys::epoll::Epoll,
     /// This connection's epoll token (proxy sessions register their upstream side with it).
     pub token: u64,
+    /// The client socket's event woke this drive (not the upstream's).
+    pub client_woke: bool,
     pub upstreams: &'a mut crate::proxy::Upstreams,
     pub sites: &'a Sites,
     pub files: &'a mut Files,
@@ -812,6 +814,7 @@ fn proxy_cx<'a>(client: &'a TcpStream, cx: &'a mut Ctx, site: usize) -> crate::p
         client,
         epoll: cx.epoll,
         token: cx.token,
+        client_woke: cx.client_woke,
         upstreams: cx.upstreams,
         site: &cx.sites.all()[site],
         date: cx.date.get(),

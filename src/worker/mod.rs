@@ -96,6 +96,8 @@ struct Worker {
     date: DateCache,
     /// Upstream connections of proxy routes (the idle pool, failure marks).
     upstreams: crate::proxy::Upstreams,
+    /// The event being handled is the upstream side of a proxied connection.
+    upstream_woke: bool,
     /// The access logs of the sites (shared by sites that name the same one).
     logs: Vec<AccessLog>,
     pool: conn::BufPool,
@@ -155,6 +157,7 @@ impl Worker {
             live: 0,
             date: DateCache::default(),
             upstreams: Default::default(),
+            upstream_woke: false,
             logs,
             pool: conn::BufPool::default(),
             master: init.master,
@@ -383,7 +386,9 @@ impl Worker {
         let generation = (token >> 32) as u32;
         match self.slots.get(index) {
             Some(slot) if slot.generation == generation && slot.conn.is_some() => {
-                self.drive(now, index)
+                self.upstream_woke = token & crate::proxy::UPSTREAM_FLAG != 0;
+                self.drive(now, index);
+                self.upstream_woke = false;
             }
             _ => {} // stale: the connection closed earlier in this batch
         }
@@ -402,6 +407,7 @@ impl Worker {
             draining: self.draining.is_some(),
             epoll: &self.epoll,
             token: 0,
+            client_woke: false,
             upstreams: &mut self.upstreams,
         };
         (&mut self.slots, cx)
@@ -409,8 +415,10 @@ impl Worker {
 
     /// Drives one connection, then makes its epoll registration match what it waits for.
     fn drive(&mut self, now: Instant, index: usize) {
+        let upstream_woke = self.upstream_woke;
         let (slots, mut cx) = self.parts(now);
         cx.token = (u64::from(slots[index].generation) << 32) | index as u64;
+        cx.client_woke = !upstream_woke;
         let Some(conn) = slots[index].conn.as_mut() else {
             return;
         };
