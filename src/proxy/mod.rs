@@ -953,7 +953,7 @@ impl Session {
             }
             Ok(Some(h)) => h,
         };
-        if (100..200).contains(&head.status) && head.status != 101 {
+        if head.is_interim() {
             // An interim response (100 Continue): srvd answered the client's expectation
             // itself; skip it.
             let n = head.head_len;
@@ -967,17 +967,8 @@ impl Session {
         out.extend_from_slice(itoa::Buffer::new().format(head.status).as_bytes());
         out.push(b' ');
         out.extend_from_slice(head.reason.as_bytes());
-        let connection_names: Vec<&[u8]> = head
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-            .flat_map(|(_, v)| v.split(|&b| b == b',').map(request::trim))
-            .collect();
-        let mut declared_len = None;
+        let connection_names = upstream::connection_names(&head.headers);
         for (name, value) in &head.headers {
-            if name.eq_ignore_ascii_case("content-length") {
-                declared_len = Some(*value);
-            }
             if upstream::is_hop_by_hop(name, &connection_names) {
                 continue;
             }
@@ -1029,9 +1020,9 @@ impl Session {
             }
             Framing::None => {
                 // HEAD: the length a GET would have; 204/304: nothing.
-                if let Some(v) = declared_len.filter(|_| self.is_head) {
+                if let Some(n) = head.content_length.filter(|_| self.is_head) {
                     out.extend_from_slice(b"\r\nContent-Length: ");
-                    out.extend_from_slice(v);
+                    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
                 }
             }
             Framing::Chunked | Framing::UntilClose if self.client_minor >= 1 => {

@@ -163,6 +163,15 @@ impl HeaderRules {
             .fold(0, |m, (i, _)| m | 1 << i)
     }
 
+    /// The rules for a response of `path` with status `code`, matched now (error replies,
+    /// redirects, listings: not the cached hot path, which keeps its mask per file).
+    pub fn rules_for(&self, path: &str, code: u16) -> crate::http::response::Rules<'_> {
+        if self.is_empty() {
+            return crate::http::response::Rules::None;
+        }
+        crate::http::response::Rules::Applied(self.applied(self.matching(path), code))
+    }
+
     /// The rules of `mask` that apply to a response with status `code`.
     pub fn applied(&self, mask: u64, code: u16) -> Applied<'_> {
         let mask = if (200..400).contains(&code) {

@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 use super::listing::{self, Entry, Order};
 use super::path::Target;
 use super::{Files, Outcome};
-use crate::http::response::{Connection, Head, Rules};
+use crate::http::response::{Connection, Head};
 use crate::http::{Method, Request, Status};
 use crate::site::Site;
 use crate::sys::fs::FileId;
@@ -131,10 +131,7 @@ pub fn respond(
     });
     head.cache_control = Some("no-cache");
     head.connection = conn;
-    let headers = &site.config.headers;
-    if !headers.is_empty() {
-        head.rules = Rules::Applied(headers.applied(headers.matching(&target.path), 200));
-    }
+    head.rules = site.config.headers.rules_for(&target.path, 200);
     head.encode(date, out);
     let is_head = req.method == Method::Head;
     if !is_head {
@@ -153,12 +150,7 @@ fn wants_json(req: &Request) -> bool {
     let Some(accept) = req.accept else {
         return false;
     };
-    for item in accept.split(|&b| b == b',') {
-        let media = item
-            .split(|&b| b == b';')
-            .next()
-            .unwrap_or(b"")
-            .trim_ascii();
+    for media in super::accepted_media(accept) {
         if media.eq_ignore_ascii_case(b"application/json") {
             return true;
         }

@@ -357,12 +357,19 @@ fn is_navigation(req: &Request, path: &str) -> bool {
     }
     match req.accept {
         None => true,
-        Some(accept) => accept.split(|&b| b == b',').any(|item| {
-            let media = item.split(|&b| b == b';').next().unwrap_or(b"");
-            let media = media.trim_ascii();
-            media.eq_ignore_ascii_case(b"text/html") || media == b"*/*"
-        }),
+        Some(accept) => accepted_media(accept)
+            .any(|media| media.eq_ignore_ascii_case(b"text/html") || media == b"*/*"),
     }
+}
+
+/// The media ranges of an Accept value, parameters dropped, in order.
+pub fn accepted_media(accept: &[u8]) -> impl Iterator<Item = &[u8]> {
+    accept.split(|&b| b == b',').map(|item| {
+        item.split(|&b| b == b';')
+            .next()
+            .unwrap_or(b"")
+            .trim_ascii()
+    })
 }
 
 /// Serves the fallback file (cached under its own path) for a navigation to `key`, with
@@ -777,12 +784,9 @@ pub fn error_reply(
     let mut head = Head::new(status, body.len() as u64);
     head.content_type = Some(page.map_or("text/html; charset=utf-8", |p| &p.content_type));
     head.allow = status == Status::MethodNotAllowed;
-    let headers = &site.config.headers;
     head.rules = match path {
-        Some(path) if !headers.is_empty() => {
-            Rules::Applied(headers.applied(headers.matching(path), status.code()))
-        }
-        _ => Rules::None,
+        Some(path) => site.config.headers.rules_for(path, status.code()),
+        None => Rules::None,
     };
     // A request that failed before its framing was understood leaves the stream unusable.
     let close = closes_connection(status);
@@ -816,10 +820,7 @@ pub fn redirect_reply(
     head.location = Some(location);
     head.connection = conn;
     head.content_type = Some("text/html; charset=utf-8");
-    let headers = &site.config.headers;
-    if !headers.is_empty() {
-        head.rules = Rules::Applied(headers.applied(headers.matching(path), status.code()));
-    }
+    head.rules = site.config.headers.rules_for(path, status.code());
     head.encode(date, out);
     Outcome::head_only(status)
 }
