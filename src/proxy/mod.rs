@@ -34,7 +34,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::epoll::Epoll;
 
 use crate::config::route::{Proxy, Upstream};
 use crate::http::chunked::{self, Decoder};
@@ -54,7 +54,8 @@ pub const BODY_MEM: usize = 1024 * 1024;
 pub const SPILL_MAX: u64 = 1 << 30;
 /// Bytes read from the upstream per read call.
 const READ_CHUNK: usize = 64 * 1024;
-/// Flag in an epoll token that says "the upstream side of this connection".
+/// Flag the worker adds to a client connection's token when an event on its session's
+/// upstream connection wakes it (never registered in epoll).
 pub const UPSTREAM_FLAG: u64 = 1 << 31;
 
 /// The per-worker state sessions share: the pool, the round-robin position, which
@@ -85,7 +86,8 @@ impl Upstreams {
 pub struct Cx<'a> {
     pub client: &'a TcpStream,
     pub epoll: &'a Epoll,
-    /// The connection's epoll token (the upstream side adds [`UPSTREAM_FLAG`]).
+    /// The client connection's epoll token (upstream connections have their own, see
+    /// [`pool`]; the worker maps their events back to this one).
     pub token: u64,
     /// The client's socket woke this drive: while the session waits on the app the
     /// client is watched for hang-ups only, so that is when to check it went away.
@@ -271,8 +273,6 @@ pub struct Session {
     tried: usize,
     reused: bool,
     retried: bool,
-    /// Interest registered for the upstream fd: None, Some(false) readable, Some(true) writable.
-    up_interest: Option<bool>,
     out: Vec<u8>,
     out_pos: usize,
     resp: Vec<u8>,
@@ -344,7 +344,6 @@ impl Session {
             tried: 0,
             reused: false,
             retried: false,
-            up_interest: None,
             out: Vec::new(),
             out_pos: 0,
             resp: Vec::new(),
@@ -530,8 +529,7 @@ impl Session {
                             self.deadline = cx.now + self.route.send_timeout;
                         }
                         Err(e) => {
-                            let failed = self.up.take().expect("opened");
-                            self.up_interest = None;
+                            let failed = self.release_up(cx).expect("opened");
                             if let Err(step) = self.connect_failed(cx, &failed.upstream, &e) {
                                 return step;
                             }
@@ -634,7 +632,7 @@ impl Session {
                     let before = self.queue.sent;
                     match self.queue.flush(cx.client) {
                         Ok(_) => {}
-                        Err(_) => return self.abort(),
+                        Err(_) => return self.abort(cx),
                     }
                     if self.queue.sent > before {
                         // A slow client that keeps taking bytes is not a stalled upstream.
@@ -678,7 +676,7 @@ impl Session {
                                 Step::Upstream
                             };
                         }
-                        Err(_) => return self.abort(),
+                        Err(_) => return self.abort(cx),
                     }
                 }
                 Phase::Tunnel => return self.tunnel(cx),
@@ -695,7 +693,7 @@ impl Session {
             let mut progress = false;
             match self.queue.flush(cx.client) {
                 Ok(_) => {}
-                Err(_) => return self.abort(),
+                Err(_) => return self.abort(cx),
             }
             let up = self.up.as_ref().expect("tunnelling");
             while self.out_pos < self.out.len() {
@@ -706,35 +704,35 @@ impl Session {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return self.abort(),
+                    Err(_) => return self.abort(cx),
                 }
             }
             if self.out_pos == self.out.len() {
                 self.out.clear();
                 self.out_pos = 0;
                 match (&*cx.client).read(&mut buf) {
-                    Ok(0) => return self.abort(),
+                    Ok(0) => return self.abort(cx),
                     Ok(n) => {
                         self.out.extend_from_slice(&buf[..n]);
                         progress = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return self.abort(),
+                    Err(_) => return self.abort(cx),
                 }
             }
             if !self.queue.pending() {
                 match (&up.sock).read(&mut buf) {
-                    Ok(0) => return self.abort(),
+                    Ok(0) => return self.abort(cx),
                     Ok(n) => {
                         if self.queue.push(&buf[..n], false).is_err() {
-                            return self.abort();
+                            return self.abort(cx);
                         }
                         progress = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => return self.abort(),
+                    Err(_) => return self.abort(cx),
                 }
             }
             if progress {
@@ -785,14 +783,16 @@ impl Session {
             let upstream = &ups[index];
             // Non-idempotent requests go on a fresh connection: a pooled one may be closing.
             if self.idempotent && !self.retried {
-                if let Some(conn) = cx.upstreams.pool.take(upstream, cx.now, cx.epoll) {
+                if let Some(conn) = cx.upstreams.pool.take(upstream, cx.now, cx.token) {
                     self.up = Some(conn);
                     self.reused = true;
                     return Ok(());
                 }
             }
-            match pool::connect(upstream) {
+            let id = cx.upstreams.pool.new_id();
+            match pool::connect(upstream, id) {
                 Ok(conn) => {
+                    cx.upstreams.pool.claim(id, cx.token);
                     self.up = Some(conn);
                     self.reused = false;
                     self.deadline = cx.now + self.route.connect_timeout;
@@ -825,8 +825,7 @@ impl Session {
     /// may have been closed by the upstream just then: an idempotent request is sent once
     /// more on a fresh connection. Otherwise 502. `None` when a retry was started.
     fn retry_or_fail(&mut self, cx: &mut Cx, cause: &str) -> Option<Step> {
-        let dead = self.up.take();
-        self.up_interest = None;
+        let dead = self.release_up(cx);
         if self.reused && self.idempotent && !self.retried && self.resp.is_empty() {
             self.retried = true;
             self.reused = false;
@@ -836,8 +835,10 @@ impl Session {
             self.phase = Phase::Connecting;
             // Same upstream, fresh connection.
             let upstream = self.route.upstreams[self.upstream_index].clone();
-            match pool::connect(&upstream) {
+            let id = cx.upstreams.pool.new_id();
+            match pool::connect(&upstream, id) {
                 Ok(conn) => {
+                    cx.upstreams.pool.claim(id, cx.token);
                     self.up = Some(conn);
                     self.deadline = cx.now + self.route.connect_timeout;
                     return None;
@@ -913,23 +914,16 @@ impl Session {
     /// Reads from the upstream into `resp`: Some(0) at EOF, Some(n) bytes, None would block.
     fn read_upstream(&mut self, cx: &Cx) -> io::Result<Option<usize>> {
         let up = self.up.as_ref().expect("connected");
-        let before = self.resp.len();
-        self.resp.resize(before + READ_CHUNK, 0);
-        let result = (&up.sock).read(&mut self.resp[before..]);
-        match result {
+        match crate::sys::io::read_append(&up.sock, &mut self.resp, READ_CHUNK) {
             Ok(n) => {
-                self.resp.truncate(before + n);
                 self.deadline = cx.now + self.route.read_timeout;
                 Ok(Some(n))
             }
-            Err(e) => {
-                self.resp.truncate(before);
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(None),
-                    io::ErrorKind::Interrupted => Ok(None),
-                    _ => Err(e),
-                }
-            }
+            Err(e) => match e.kind() {
+                io::ErrorKind::WouldBlock => Ok(None),
+                io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(e),
+            },
         }
     }
 
@@ -995,7 +989,7 @@ impl Session {
             self.close = true;
             self.reusable = false;
             if self.queue.push(&out, false).is_err() || self.queue.push(&rest, false).is_err() {
-                return Some(self.abort());
+                return Some(self.abort(cx));
             }
             // Client bytes that came behind the request are the tunnel's first bytes.
             let early = std::mem::take(&mut self.leftover);
@@ -1044,7 +1038,7 @@ impl Session {
         let rest = self.resp.split_off(body_start);
         self.resp.clear();
         if self.queue.push(&out, false).is_err() {
-            return Some(self.abort());
+            return Some(self.abort(cx));
         }
         self.phase = Phase::Relaying;
         if matches!(self.body_up, BodyUp::Done) {
@@ -1128,13 +1122,8 @@ impl Session {
     /// Response complete: the upstream connection back to the pool when clean.
     fn finish(&mut self, cx: &mut Cx) {
         self.phase = Phase::Finished;
-        if let Some(up) = self.up.take() {
+        if let Some(up) = self.release_up(cx) {
             if self.reusable {
-                // Out of the epoll set before it idles in the pool (if it is still in it).
-                if self.up_interest.is_some() {
-                    let _ = cx.epoll.delete(up.fd());
-                }
-                self.up_interest = None;
                 cx.upstreams.pool.put(
                     up,
                     self.route.keepalive_timeout,
@@ -1148,7 +1137,7 @@ impl Session {
 
     /// A bad upstream response before anything reached the client: 502.
     fn bad_upstream(&mut self, cx: &mut Cx, cause: &str) -> Step {
-        if let Some(up) = self.up.take() {
+        if let Some(up) = self.release_up(cx) {
             cx.upstreams.log_failure(&up.upstream, cause, cx.now);
         }
         self.fail(cx, Status::BadGateway, false)
@@ -1158,10 +1147,9 @@ impl Session {
     /// upstream connection. The client connection stays usable when its request was read
     /// whole and nothing was sent yet.
     fn fail(&mut self, cx: &mut Cx, status: Status, body_unread: bool) -> Step {
-        self.up = None;
-        self.up_interest = None;
+        self.release_up(cx);
         if self.queue.sent > 0 {
-            return self.abort();
+            return self.abort(cx);
         }
         // Whatever was queued (a relayed head) never left: replace it with the error.
         self.queue = Queue::default();
@@ -1209,18 +1197,31 @@ impl Session {
             cx.upstreams.log_failure(&up, cause, cx.now);
         }
         if self.queue.sent > 0 {
-            return self.abort();
+            return self.abort(cx);
         }
         self.close = true;
         self.fail(cx, Status::BadGateway, false)
     }
 
     /// Gives up on the client connection; the upstream connection is closed with it.
-    fn abort(&mut self) -> Step {
-        self.up = None;
-        self.up_interest = None;
+    fn abort(&mut self, cx: &mut Cx) -> Step {
+        self.release_up(cx);
         self.phase = Phase::Finished;
         Step::Abort
+    }
+
+    /// Lets go of the upstream connection: no longer this session's, so its events wake
+    /// nobody; closed when dropped unless the caller pools it.
+    fn release_up(&mut self, cx: &mut Cx) -> Option<UpConn> {
+        let up = self.up.take()?;
+        cx.upstreams.pool.release(up.id);
+        Some(up)
+    }
+
+    /// The id of the upstream connection held, for the worker to release when it closes
+    /// the client connection in the middle of the session.
+    pub fn upstream_id(&self) -> Option<u64> {
+        self.up.as_ref().map(|u| u.id)
     }
 
     /// The deadline passed (connect, send, read idle, or total): 504 if nothing was sent
@@ -1273,42 +1274,23 @@ impl Session {
 
     /// Registers the upstream fd for what the current phase waits on.
     fn sync_interest(&mut self, cx: &Cx) {
-        let Some(up) = &self.up else {
-            self.up_interest = None;
-            return;
-        };
+        use pool::Interest;
         let want = match self.phase {
-            Phase::Connecting | Phase::Sending => Some(true),
-            Phase::AwaitingHead => Some(false),
+            Phase::Connecting | Phase::Sending => Interest::Write,
+            Phase::AwaitingHead => Interest::Read,
             // Read only with room for what comes (else the readable upstream would wake the
             // loop without being read).
-            Phase::Relaying if !matches!(self.body_up, BodyUp::Done) && self.room() => Some(false),
-            Phase::Tunnel if self.out_pos < self.out.len() => Some(true),
-            Phase::Tunnel if self.queue.pending() => None,
-            Phase::Tunnel => Some(false),
-            _ => None,
+            Phase::Relaying if !matches!(self.body_up, BodyUp::Done) && self.room() => {
+                Interest::Read
+            }
+            Phase::Tunnel if self.out_pos < self.out.len() => Interest::Write,
+            Phase::Tunnel if self.queue.pending() => Interest::Off,
+            Phase::Tunnel => Interest::Read,
+            _ => Interest::Off,
         };
-        if want == self.up_interest {
-            return;
+        if let Some(up) = &mut self.up {
+            // A failed epoll_ctl leaves the interest as it was: the deadline still ends it.
+            let _ = up.watch(cx.epoll, want);
         }
-        let token = cx.token | UPSTREAM_FLAG;
-        let result = match (self.up_interest, want) {
-            (_, None) => cx.epoll.delete(up.fd()),
-            (None, Some(w)) => cx.epoll.add(up.fd(), EpollEvent::new(flags(w), token)),
-            (Some(_), Some(w)) => cx
-                .epoll
-                .modify(up.fd(), &mut EpollEvent::new(flags(w), token)),
-        };
-        if result.is_ok() {
-            self.up_interest = want;
-        }
-    }
-}
-
-fn flags(writable: bool) -> EpollFlags {
-    if writable {
-        EpollFlags::EPOLLOUT
-    } else {
-        EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP
     }
 }

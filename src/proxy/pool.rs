@@ -1,12 +1,17 @@
 //! The worker's upstream connections: non-blocking connect (TCP or unix socket), and the
 //! pool of idle keep-alive connections per upstream, each with its idle deadline.
 //!
-//! A pooled connection sits in the worker's epoll set (token [`POOL_FLAG`] | its id): when
-//! the upstream closes it (or sends anything unasked), the event drops it at once. It is
-//! also checked before reuse with a non-blocking `MSG_PEEK`, for an event not yet read.
-//! Idle connections past their route's `keepalive_timeout` (below the app server's own)
-//! are closed on the worker's tick. The small window where the upstream closes just as srvd
-//! reuses the connection is covered by one retry of idempotent requests on a fresh one.
+//! Every upstream connection joins the worker's epoll set once, under a token of its own
+//! ([`POOL_FLAG`] | its id), and stays there until it is closed: handing it from a session
+//! to the pool and back costs no `epoll_ctl` (nginx keeps its upstream connections
+//! registered the same way and only changes the handler). Who an event is for is decided
+//! here, in [`Pool::on_event`]: a session that holds the connection (the `owners` map), or
+//! the pool, for which any event on an idle connection means the upstream closed it (or
+//! sent something unasked) and the connection is dropped at once. Idle connections past
+//! their route's `keepalive_timeout` (below the app server's own) are closed on the
+//! worker's tick. The small window where the upstream closes just as srvd reuses a
+//! connection (its event still unread in the same batch) is covered by one retry of
+//! idempotent requests on a fresh connection; non-idempotent ones never use the pool.
 
 use std::collections::HashMap;
 use std::io;
@@ -14,25 +19,64 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use rustc_hash::FxHashMap;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::route::Upstream;
+
+/// What an upstream connection is registered in epoll for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Not in the epoll set yet.
+    Unregistered,
+    /// In the set with no events (only errors and hang-ups are reported).
+    Off,
+    Read,
+    Write,
+}
 
 /// A connection to an upstream.
 pub struct UpConn {
     pub sock: Socket,
     pub upstream: Upstream,
+    /// Its epoll token is `POOL_FLAG | id`, for as long as it lives.
+    pub id: u64,
+    pub interest: Interest,
 }
 
 impl UpConn {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
     }
+
+    pub fn token(&self) -> u64 {
+        POOL_FLAG | self.id
+    }
+
+    /// Makes the epoll registration match `want` (a no-op when it already does).
+    pub fn watch(&mut self, epoll: &Epoll, want: Interest) -> nix::Result<()> {
+        if want == self.interest {
+            return Ok(());
+        }
+        let flags = match want {
+            Interest::Read => EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP,
+            Interest::Write => EpollFlags::EPOLLOUT,
+            Interest::Off | Interest::Unregistered => EpollFlags::empty(),
+        };
+        let mut ev = EpollEvent::new(flags, self.token());
+        if self.interest == Interest::Unregistered {
+            epoll.add(self.sock.as_fd(), ev)?;
+        } else {
+            epoll.modify(self.sock.as_fd(), &mut ev)?;
+        }
+        self.interest = want;
+        Ok(())
+    }
 }
 
 /// Starts a non-blocking connect; the socket becomes writable when it is done (then
 /// [`connect_result`] says how it went).
-pub fn connect(upstream: &Upstream) -> io::Result<UpConn> {
+pub fn connect(upstream: &Upstream, id: u64) -> io::Result<UpConn> {
     let (domain, addr) = match upstream {
         Upstream::Tcp(a) => (Domain::for_address(*a), SockAddr::from(*a)),
         Upstream::Unix(p) => (Domain::UNIX, SockAddr::unix(p)?),
@@ -51,6 +95,8 @@ pub fn connect(upstream: &Upstream) -> io::Result<UpConn> {
     Ok(UpConn {
         sock,
         upstream: upstream.clone(),
+        id,
+        interest: Interest::Unregistered,
     })
 }
 
@@ -62,53 +108,67 @@ pub fn connect_result(conn: &UpConn) -> io::Result<()> {
     }
 }
 
-/// Flag of the epoll token of an idle pooled connection (the rest is its id). Connection
+/// Flag of the epoll token of an upstream connection (the rest is its id). Connection
 /// slots never reach bit 30, so it cannot be mistaken for a client connection.
 pub const POOL_FLAG: u64 = 1 << 30;
 
 struct Idle {
     conn: UpConn,
     until: Instant,
-    id: u64,
 }
 
-/// Idle keep-alive connections by upstream.
+/// The upstream connections of a worker: the idle ones by upstream, and who holds the
+/// others.
 #[derive(Default)]
 pub struct Pool {
     idle: HashMap<Upstream, Vec<Idle>>,
+    /// Connection id → the epoll token of the client connection whose session holds it.
+    owners: FxHashMap<u64, u64>,
     next_id: u64,
 }
 
 impl Pool {
-    /// A live idle connection to `upstream`, newest first, out of the epoll set again.
-    pub fn take(&mut self, upstream: &Upstream, now: Instant, epoll: &Epoll) -> Option<UpConn> {
+    /// An id for a new connection (ids are not reused before 2^30 connections).
+    pub fn new_id(&mut self) -> u64 {
+        self.next_id = (self.next_id + 1) % (POOL_FLAG - 1);
+        self.next_id
+    }
+
+    /// The newest idle connection to `upstream` within its idle time, now held by the
+    /// client connection `owner`. Still registered for reading: an answer wakes `owner`.
+    pub fn take(&mut self, upstream: &Upstream, now: Instant, owner: u64) -> Option<UpConn> {
         let list = self.idle.get_mut(upstream)?;
         while let Some(idle) = list.pop() {
-            if idle.until > now && alive(&idle.conn) {
-                let _ = epoll.delete(idle.conn.fd());
+            if idle.until > now {
+                self.owners.insert(idle.conn.id, owner);
                 return Some(idle.conn);
             }
         }
         None
     }
 
+    /// Connection `id` (new, or retried) is held by the client connection `owner`.
+    pub fn claim(&mut self, id: u64, owner: u64) {
+        self.owners.insert(id, owner);
+    }
+
+    /// Connection `id` is no longer held by a session (it is being closed or pooled).
+    pub fn release(&mut self, id: u64) {
+        self.owners.remove(&id);
+    }
+
     /// Keeps `conn` for reuse for `idle_for`, at most `max` per upstream (0: none kept),
-    /// watched in `epoll` so the upstream closing it is seen at once.
+    /// watched for reading so the upstream closing it is seen at once.
     pub fn put(
         &mut self,
-        conn: UpConn,
+        mut conn: UpConn,
         idle_for: Duration,
         max: usize,
         now: Instant,
         epoll: &Epoll,
     ) {
-        if max == 0 {
-            return;
-        }
-        self.next_id = (self.next_id + 1) % (POOL_FLAG - 1);
-        let id = self.next_id;
-        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, POOL_FLAG | id);
-        if epoll.add(conn.fd(), ev).is_err() {
+        self.release(conn.id);
+        if max == 0 || conn.watch(epoll, Interest::Read).is_err() {
             return;
         }
         let list = self.idle.entry(conn.upstream.clone()).or_default();
@@ -119,17 +179,22 @@ impl Pool {
         list.push(Idle {
             conn,
             until: now + idle_for,
-            id,
         });
     }
 
-    /// An event on an idle connection: the upstream closed it (or sent something
-    /// unasked); it is closed (which also takes it out of the epoll set).
-    pub fn on_event(&mut self, token: u64) {
+    /// An event on upstream connection `token`: the client connection to wake when a
+    /// session holds it; `None` when it was idle (the upstream closed it, or sent
+    /// something unasked: it is closed, which also takes it out of the epoll set) or is
+    /// gone already.
+    pub fn on_event(&mut self, token: u64) -> Option<u64> {
         let id = token & !POOL_FLAG;
-        for list in self.idle.values_mut() {
-            list.retain(|i| i.id != id);
+        if let Some(owner) = self.owners.get(&id) {
+            return Some(*owner);
         }
+        for list in self.idle.values_mut() {
+            list.retain(|i| i.conn.id != id);
+        }
+        None
     }
 
     /// Closes connections idle past their deadline.
@@ -152,15 +217,6 @@ impl Pool {
     /// Drops every idle connection (the worker is stopping).
     pub fn clear(&mut self) {
         self.idle.clear();
-    }
-}
-
-/// An idle connection is usable when nothing is readable on it: EOF means the upstream
-/// closed it, bytes mean it answered something we never asked.
-fn alive(conn: &UpConn) -> bool {
-    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    match conn.sock.peek(&mut probe) {
-        Ok(_) => false,
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        self.owners.clear();
     }
 }

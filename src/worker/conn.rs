@@ -479,7 +479,11 @@ impl Conn {
         match step {
             crate::proxy::Step::ClientReadable => Step::Wait(Wait::Readable),
             crate::proxy::Step::ClientWritable => Step::Wait(Wait::Writable),
-            crate::proxy::Step::Upstream => Step::Wait(Wait::Hangup),
+            // The client stays registered for reading while the app works (no epoll_ctl
+            // per request); only a client that sends more meanwhile (a pipelined request)
+            // is switched to hang-ups, so it cannot wake the loop again and again.
+            crate::proxy::Step::Upstream if pcx.client_woke => Step::Wait(Wait::Hangup),
+            crate::proxy::Step::Upstream => Step::Wait(Wait::Readable),
             crate::proxy::Step::Abort => Step::Wait(Wait::Close),
             crate::proxy::Step::Done { close } => {
                 self.log.status = session.status;
@@ -713,6 +717,14 @@ impl Conn {
     }
 
     /// Hands the buffers back as the connection closes.
+    /// The upstream connection a proxy session holds (to release when this one closes).
+    pub fn upstream_id(&self) -> Option<u64> {
+        match &self.state {
+            ConnState::Proxying(session, _) => session.upstream_id(),
+            _ => None,
+        }
+    }
+
     pub fn recycle(mut self, pool: &mut BufPool) {
         self.release_buffers(pool);
     }

@@ -248,7 +248,13 @@ impl Worker {
                     t if t >= LISTENER_BASE => {
                         self.accept(now, (t - LISTENER_BASE) as usize, false)
                     }
-                    t if t & crate::proxy::pool::POOL_FLAG != 0 => self.upstreams.pool.on_event(t),
+                    t if t & crate::proxy::pool::POOL_FLAG != 0 => {
+                        // An upstream connection: its session's client connection, if one
+                        // holds it (else the pool dealt with it).
+                        if let Some(owner) = self.upstreams.pool.on_event(t) {
+                            self.conn_event(now, owner | crate::proxy::UPSTREAM_FLAG, ev.events());
+                        }
+                    }
                     t => self.conn_event(now, t, ev.events()),
                 }
             }
@@ -458,6 +464,9 @@ impl Worker {
 
     fn close(&mut self, index: usize) {
         if let Some(conn) = self.slots[index].conn.take() {
+            if let Some(id) = conn.upstream_id() {
+                self.upstreams.pool.release(id);
+            }
             // Closing the fd removes it from the epoll set.
             conn.recycle(&mut self.pool);
             self.free.push(index as u32);
