@@ -64,11 +64,30 @@ pub const UPSTREAM_FLAG: u64 = 1 << 31;
 pub struct Upstreams {
     pub pool: Pool,
     next: usize,
-    failed_until: std::collections::HashMap<Upstream, Instant>,
-    last_log: std::collections::HashMap<Upstream, Instant>,
+    failed_until: rustc_hash::FxHashMap<Upstream, Instant>,
+    last_log: rustc_hash::FxHashMap<Upstream, Instant>,
+    /// Buffers of finished sessions (upstream reads, client queues), reused so a proxied
+    /// request does not allocate and free 64 KiB each time.
+    spare: Vec<Vec<u8>>,
 }
 
+/// Spare buffers kept per worker, and the largest kept (a buffer that grew for a big
+/// response is freed rather than held).
+const SPARE_BUFS: usize = 64;
+const SPARE_MAX: usize = 2 * READ_CHUNK;
+
 impl Upstreams {
+    fn take_buf(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    fn give_buf(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() > 0 && buf.capacity() <= SPARE_MAX && self.spare.len() < SPARE_BUFS {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
     /// Logs a failure of `upstream`, at most once a second per upstream.
     fn log_failure(&mut self, upstream: &Upstream, cause: &str, now: Instant) {
         let due = self
@@ -912,7 +931,10 @@ impl Session {
     }
 
     /// Reads from the upstream into `resp`: Some(0) at EOF, Some(n) bytes, None would block.
-    fn read_upstream(&mut self, cx: &Cx) -> io::Result<Option<usize>> {
+    fn read_upstream(&mut self, cx: &mut Cx) -> io::Result<Option<usize>> {
+        if self.resp.capacity() == 0 {
+            self.resp = cx.upstreams.take_buf();
+        }
         let up = self.up.as_ref().expect("connected");
         match crate::sys::io::read_append(&up.sock, &mut self.resp, READ_CHUNK) {
             Ok(n) => {
@@ -956,7 +978,14 @@ impl Session {
         }
         self.status = head.status;
         self.upstream_status = head.status;
-        let mut out = Vec::with_capacity(head.head_len + 64);
+        // The client's head goes straight into the (empty) queue, the body behind it.
+        let mut out = std::mem::take(&mut self.queue.mem);
+        if out.capacity() == 0 {
+            out = cx.upstreams.take_buf();
+        }
+        out.clear();
+        self.queue.pos = 0;
+        out.reserve(self.resp.len() + 64);
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(itoa::Buffer::new().format(head.status).as_bytes());
         out.push(b' ');
@@ -1034,19 +1063,22 @@ impl Session {
             out.extend_from_slice(b"\r\nConnection: keep-alive");
         }
         out.extend_from_slice(b"\r\n\r\n");
+        self.queue.mem = out;
         let body_start = head.head_len;
-        let rest = self.resp.split_off(body_start);
-        self.resp.clear();
-        if self.queue.push(&out, false).is_err() {
-            return Some(self.abort(cx));
-        }
         self.phase = Phase::Relaying;
-        if matches!(self.body_up, BodyUp::Done) {
+        let data = std::mem::take(&mut self.resp);
+        let ok = if matches!(self.body_up, BodyUp::Done) {
             self.end_body();
-            if !rest.is_empty() {
+            if data.len() > body_start {
                 self.reusable = false;
             }
-        } else if !rest.is_empty() && !self.relay(&rest) {
+            true
+        } else {
+            data.len() == body_start || self.relay(&data[body_start..])
+        };
+        self.resp = data;
+        self.resp.clear();
+        if !ok {
             return Some(self.broken(cx, "bad chunked framing"));
         }
         None
@@ -1122,6 +1154,11 @@ impl Session {
     /// Response complete: the upstream connection back to the pool when clean.
     fn finish(&mut self, cx: &mut Cx) {
         self.phase = Phase::Finished;
+        cx.upstreams.give_buf(std::mem::take(&mut self.resp));
+        if !self.queue.pending() {
+            cx.upstreams.give_buf(std::mem::take(&mut self.queue.mem));
+            self.queue.pos = 0;
+        }
         if let Some(up) = self.release_up(cx) {
             if self.reusable {
                 cx.upstreams.pool.put(

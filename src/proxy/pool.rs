@@ -13,7 +13,6 @@
 //! connection (its event still unread in the same batch) is covered by one retry of
 //! idempotent requests on a fresh connection; non-idempotent ones never use the pool.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
@@ -121,7 +120,7 @@ struct Idle {
 /// others.
 #[derive(Default)]
 pub struct Pool {
-    idle: HashMap<Upstream, Vec<Idle>>,
+    idle: FxHashMap<Upstream, Vec<Idle>>,
     /// Connection id → the epoll token of the client connection whose session holds it.
     owners: FxHashMap<u64, u64>,
     next_id: u64,
