@@ -710,12 +710,18 @@ mod tests {
                 })
             })
             .collect();
+        // The reader runs until the writers are done (however the threads are scheduled
+        // on a loaded machine), and once more after that, so it always sees an entry.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
             let cache = Arc::clone(&cache);
             let key = key.clone();
+            let done = Arc::clone(&done);
             std::thread::spawn(move || {
                 let mut seen = 0;
-                for _ in 0..500 {
+                let mut last = false;
+                while !last {
+                    last = done.load(std::sync::atomic::Ordering::Acquire);
                     if let Some(file) = cache.get(&key) {
                         let bytes = read(file);
                         assert_eq!(bytes.len(), LEN, "torn entry");
@@ -729,6 +735,7 @@ mod tests {
         for w in writers {
             w.join().unwrap();
         }
+        done.store(true, std::sync::atomic::Ordering::Release);
         assert!(reader.join().unwrap() > 0);
         let bytes = read(cache.get(&key).unwrap());
         assert_eq!(bytes.len(), LEN);
