@@ -25,4 +25,9 @@ pub enum Cmd {
     /// Reload the running server synchronously: exit 0 once the new configuration serves,
     /// non-zero with the reason when it was rejected (needs `pid_file`).
     Reload,
+    /// Replace the running binary without dropping a connection: the master executes the
+    /// binary at its path on disk as a new master, which inherits the listening sockets;
+    /// exit 0 once the new master serves (the old one then drains and exits), non-zero
+    /// with the reason otherwise (the old master keeps serving). Needs `pid_file`.
+    Upgrade,
 }

@@ -9,7 +9,13 @@ use srvd::config::Config;
 fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
-        Some(Cmd::Reload) => match srvd::reload_cmd::run(&args.config) {
+        Some(cmd @ (Cmd::Reload | Cmd::Upgrade)) => match srvd::reload_cmd::ask(
+            &args.config,
+            match cmd {
+                Cmd::Upgrade => srvd::reload_cmd::Op::Upgrade,
+                _ => srvd::reload_cmd::Op::Reload,
+            },
+        ) {
             Ok(msg) => {
                 println!("{msg}");
                 ExitCode::SUCCESS

@@ -11,6 +11,7 @@
 pub mod children;
 pub mod notify;
 pub mod reload;
+pub mod upgrade;
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener};
@@ -51,6 +52,10 @@ enum Shutdown {
 pub struct Listener {
     pub addr: SocketAddr,
     pub socket: TcpListener,
+    /// Received at start (from systemd or the previous master) rather than bound here:
+    /// never closed while the master runs, only set aside when unused (systemd would
+    /// not hand it over again).
+    pub received: bool,
 }
 
 /// The supervisor.
@@ -80,15 +85,67 @@ pub struct Master {
     /// Outcome of the last reload, for `STATUS=` and `srvd reload`.
     last_reload: String,
     reloads: u64,
+    /// Listening sockets received at start (socket activation, upgrade) that the config
+    /// does not use now: kept open for a reload that names their address, and passed on
+    /// in an upgrade.
+    spare_listeners: Vec<Listener>,
+    /// The binary and arguments to execute for an upgrade (SIGUSR2).
+    exec: Option<upgrade::Exec>,
+    upgrading: Option<upgrade::PendingUpgrade>,
+    /// How the new master of a failed upgrade ended, when `reap_children` collected it.
+    upgrade_exit: Option<String>,
+    upgrades: u64,
+    /// This master was started by an upgrade: the socket to report on once it serves.
+    upgrade_report: Option<UnixStream>,
+    /// The upgrade succeeded: this master drains and exits, leaving the service (its
+    /// `pid_file`, systemd's main pid) to the new one.
+    handed_over: bool,
 }
 
 impl Master {
     /// Binds the listener and installs the signal handlers; forks nothing yet.
     pub fn new(config: Config, config_path: PathBuf) -> io::Result<Master> {
+        // First, before anything else reads the environment or opens descriptors.
+        let inherited = crate::sys::listen_fds::take();
+        let generation = upgrade::inherited_generation().unwrap_or(1);
         raise_fd_limit();
-        let socket = crate::sys::socket::bind_listener(config.listen).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
-        })?;
+        for (fd, why) in &inherited.refused {
+            log::warn(format_args!("ignoring inherited descriptor {fd}: {why}"));
+        }
+        let mut spare_listeners: Vec<Listener> = inherited
+            .listeners
+            .into_iter()
+            .map(|r| {
+                log::notice(format_args!(
+                    "listener {} received from {}",
+                    r.addr,
+                    match r.source {
+                        crate::sys::listen_fds::Source::Systemd => "systemd",
+                        crate::sys::listen_fds::Source::Upgrade => "the previous master",
+                    }
+                ));
+                Listener {
+                    addr: r.addr,
+                    socket: r.socket,
+                    received: true,
+                }
+            })
+            .collect();
+        let (socket, received) = match take_listener(&mut spare_listeners, config.listen) {
+            Some(l) => (l.socket, true),
+            None => (
+                crate::sys::socket::bind_listener(config.listen).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+                })?,
+                false,
+            ),
+        };
+        for l in &spare_listeners {
+            log::warn(format_args!(
+                "received listener {} is not in the config (listen = {}): kept open, unused",
+                l.addr, config.listen
+            ));
+        }
         let signals = Signals::install(Role::Master)?;
         let scoreboard = Scoreboard::new()?;
         let kick = OwnedFd::from(nix::sys::eventfd::EventFd::from_value_and_flags(
@@ -102,12 +159,13 @@ impl Master {
             listener: Some(Listener {
                 addr: config.listen,
                 socket,
+                received,
             }),
             config,
             config_path,
             signals,
             children: Vec::new(),
-            generation: 1,
+            generation,
             backoff: Backoff::default(),
             pending: None,
             reload_again: false,
@@ -116,18 +174,29 @@ impl Master {
             notify: Notify::from_env(),
             last_reload: "none".into(),
             reloads: 0,
+            spare_listeners,
+            exec: upgrade::Exec::from_env(),
+            upgrading: None,
+            upgrade_exit: None,
+            upgrades: 0,
+            upgrade_report: inherited.upgrade_report,
+            handed_over: false,
         })
     }
 
     /// The supervisor loop; returns when every worker is gone after a stop.
     pub fn run(mut self) -> io::Result<()> {
-        if let Some(path) = &self.config.pid_file {
-            std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot write pid file \"{}\": {e}", path.display()),
-                )
-            })?;
+        // A master started by an upgrade takes pid_file only once it serves (until then
+        // it names the old master, which keeps serving if this one fails).
+        if self.upgrade_report.is_none() {
+            if let Some(path) = &self.config.pid_file {
+                std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot write pid file \"{}\": {e}", path.display()),
+                    )
+                })?;
+            }
         }
         log::notice(format_args!(
             "srvd {} listening on {}, {} workers, {} site(s), root \"{}\"",
@@ -158,19 +227,24 @@ impl Master {
                         log::notice(format_args!("TTIN: now {} workers", self.target));
                     }
                     Command::FewerWorkers if self.shutdown.is_none() => self.retire_one(),
+                    Command::Upgrade if self.shutdown.is_none() => self.upgrade(),
                     _ => {}
                 }
             }
             self.reap_children();
             self.check_reload();
+            self.check_upgrade();
             if !announced && self.shutdown.is_none() && self.current_ready() {
                 announced = true;
                 self.notify
                     .send(&format!("READY=1\nSTATUS={}", self.status()));
+                self.report_upgraded();
             }
             if let Some((_, deadline)) = self.shutdown {
                 if self.children.is_empty() {
-                    if let Some(path) = &self.config.pid_file {
+                    // After a handover the file names the new master.
+                    if let Some(path) = self.config.pid_file.as_ref().filter(|_| !self.handed_over)
+                    {
                         let _ = std::fs::remove_file(path);
                     }
                     log::notice(format_args!("exiting"));
@@ -195,6 +269,10 @@ impl Master {
         }
         if let Some(p) = &self.pending {
             wake = wake.min(p.deadline.max(now));
+        }
+        if self.upgrading.is_some() {
+            // The new master's report is not polled: look often while it starts.
+            wake = wake.min(now + Duration::from_millis(20));
         }
         let timeout = wake.saturating_duration_since(now).as_millis().min(1000) as u16;
         let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
@@ -360,6 +438,17 @@ impl Master {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             };
+            if self
+                .upgrading
+                .as_ref()
+                .is_some_and(|u| u.child.id() as i32 == pid.as_raw())
+            {
+                self.upgrade_exit = Some(match how {
+                    Exit::Code(code) => format!("exit status: {code}"),
+                    Exit::Signal(sig) => format!("signal: {sig}"),
+                });
+                continue;
+            }
             let Some(i) = self.children.iter().position(|c| c.pid == pid) else {
                 continue;
             };
@@ -395,10 +484,15 @@ impl Master {
                 self.fail_reload(format!("new worker {pid} exited before it served"));
             }
         }
-        // Listeners of generations whose workers are all gone can close now.
+        // Listeners of generations whose workers are all gone can close now (received
+        // ones are set aside instead, for a later reload that names them again).
         let children = &self.children;
-        self.retired_listeners
-            .retain(|(g, _)| children.iter().any(|c| c.generation == *g));
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retired_listeners)
+            .into_iter()
+            .partition(|(g, _)| !children.iter().any(|c| c.generation == *g));
+        self.retired_listeners = kept;
+        self.spare_listeners
+            .extend(gone.into_iter().map(|(_, l)| l).filter(|l| l.received));
     }
 
     /// Sends `sig` to every worker `which` selects.
@@ -449,7 +543,19 @@ impl Master {
                 "graceful"
             }
         ));
-        self.notify.send("STOPPING=1");
+        if self.handed_over {
+            // The service goes on in the new master: not a stop for systemd.
+        } else {
+            self.notify.send("STOPPING=1");
+        }
+        if let Some(mut p) = self.upgrading.take() {
+            log::warn(format_args!(
+                "upgrade abandoned: stopping; new master {} stops too",
+                p.child.id()
+            ));
+            let _ = kill(Pid::from_raw(p.child.id() as i32), Signal::SIGINT);
+            let _ = p.child.wait();
+        }
         self.signal_workers(sig, |_| true);
         for child in &mut self.children {
             child.retiring = true;
@@ -481,6 +587,29 @@ impl Master {
             self.live_in(self.generation),
             self.last_reload
         )
+    }
+}
+
+/// Takes the received listener bound to `addr` out of `spare`, if there is one.
+fn take_listener(spare: &mut Vec<Listener>, addr: SocketAddr) -> Option<Listener> {
+    let i = spare.iter().position(|l| l.addr == addr)?;
+    Some(spare.swap_remove(i))
+}
+
+impl Master {
+    /// Writes `pid_file` with this process's pid (a failure is logged: serving goes on).
+    fn write_pid_file(&self) {
+        if let Some(path) = &self.config.pid_file {
+            let tmp = path.with_extension("pid.tmp");
+            if let Err(e) = std::fs::write(&tmp, format!("{}\n", std::process::id()))
+                .and_then(|_| std::fs::rename(&tmp, path))
+            {
+                log::error(format_args!(
+                    "cannot write pid file \"{}\": {e}",
+                    path.display()
+                ));
+            }
+        }
     }
 }
 

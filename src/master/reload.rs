@@ -62,13 +62,18 @@ impl Master {
         let Some(current) = &self.listener else {
             return;
         };
+        let received = super::take_listener(&mut self.spare_listeners, config.listen);
         let listener = if config.listen == current.addr {
             None
+        } else if received.is_some() {
+            // Received from systemd (or the previous master) at start: used, not re-bound.
+            received
         } else {
             match crate::sys::socket::bind_listener(config.listen) {
                 Ok(socket) => Some(Listener {
                     addr: config.listen,
                     socket,
+                    received: false,
                 }),
                 Err(e) => {
                     log::error(format_args!(
@@ -157,6 +162,9 @@ impl Master {
     /// Abandons the pending reload: its workers drain, the current generation stays.
     pub(super) fn fail_reload(&mut self, why: String) {
         let Some(p) = self.pending.take() else { return };
+        if let Some(l) = p.listener.filter(|l| l.received) {
+            self.spare_listeners.push(l);
+        }
         let generation = p.generation;
         self.signal_workers(Signal::SIGQUIT, |c| c.generation == generation);
         for c in self

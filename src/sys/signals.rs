@@ -36,6 +36,7 @@ pub enum Command {
     ChildExited,
     MoreWorkers,
     FewerWorkers,
+    Upgrade,
 }
 
 /// Which process the table is for.
@@ -65,6 +66,7 @@ const TABLE: &[(i32, Option<Command>, Option<Command>)] = &[
         Some(Command::ReopenLogs),
     ),
     (SIGTTIN, Some(Command::MoreWorkers), None),
+    (SIGUSR2, Some(Command::Upgrade), None),
     (SIGTTOU, Some(Command::FewerWorkers), None),
     (SIGCHLD, Some(Command::ChildExited), None),
 ];
