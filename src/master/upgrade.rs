@@ -9,10 +9,14 @@
 //!    master says it serves.
 //! 2. The new master loads the config, adopts the sockets, forks its workers and, once
 //!    they all serve, writes `pid_file` with its own pid and `R` on the socketpair.
-//! 3. Only then the old master hands over: it tells systemd the new main pid
-//!    (`MAINPID=`; with `NotifyAccess=main` only the current main process may), lets its
-//!    own workers drain like a graceful stop (without `STOPPING=1`: the service is not
-//!    stopping), and exits, leaving `pid_file` to the new master.
+//! 3. Only then the old master hands over: it lets its own workers drain like a graceful
+//!    stop (without `STOPPING=1`: the service is not stopping) and exits, leaving
+//!    `pid_file` to the new master. Under systemd the unit's `PIDFile=` is what moves the
+//!    main pid: when the main process exits while the service runs, systemd reads the pid
+//!    file for the new one, which by then is its own child (orphans are re-parented to
+//!    it), so it is supervised like the first master: its exit is seen and a stop waits
+//!    for its drain. (`MAINPID=` sent by the old master would make systemd track a process
+//!    that is not its child, and then a stop does not wait for it: it is killed.)
 //! 4. A binary that cannot be executed, a new master that exits, or one that does not
 //!    serve within [`UPGRADE_TIMEOUT`]: the old master keeps serving as if nothing
 //!    happened (a hung new master is stopped).
@@ -163,7 +167,6 @@ impl Master {
                     "upgrade: new master {pid} serves; this master ({}) drains and exits",
                     std::process::id()
                 ));
-                self.notify.send(&format!("MAINPID={pid}"));
                 self.finish_upgrade(format!("ok pid={pid}"));
                 self.handed_over = true;
                 self.begin_shutdown(super::Shutdown::Graceful);
