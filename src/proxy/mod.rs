@@ -524,11 +524,12 @@ impl Session {
                         }
                         continue;
                     }
-                    if self.reused {
+                    let up = self.up.as_ref().expect("opened");
+                    if self.reused || up.connected {
                         self.phase = Phase::Sending;
+                        self.deadline = cx.now + self.route.send_timeout;
                         continue;
                     }
-                    let up = self.up.as_ref().expect("opened");
                     // Connected when writable; until then the upstream is watched for it.
                     let mut probe = nix::poll::PollFd::new(up.fd(), nix::poll::PollFlags::POLLOUT);
                     let ready = nix::poll::poll(
@@ -618,6 +619,13 @@ impl Session {
                         self.out_pos = 0;
                         self.phase = Phase::AwaitingHead;
                         self.deadline = cx.now + self.route.read_timeout;
+                        if !self.reused {
+                            // A fresh connection is mostly to an app that answers in its
+                            // own time (gunicorn closes every one): a read now would only
+                            // say EAGAIN. A pooled one to a fast upstream often has the
+                            // answer already, so that one is read at once.
+                            return Step::Upstream;
+                        }
                     }
                 }
                 Phase::AwaitingHead => {

@@ -41,6 +41,8 @@ pub struct UpConn {
     /// Its epoll token is `POOL_FLAG | id`, for as long as it lives.
     pub id: u64,
     pub interest: Interest,
+    /// The connect completed at once (a unix socket usually does): nothing to wait for.
+    pub connected: bool,
 }
 
 impl UpConn {
@@ -84,18 +86,19 @@ pub fn connect(upstream: &Upstream, id: u64) -> io::Result<UpConn> {
     if matches!(upstream, Upstream::Tcp(_)) {
         sock.set_nodelay(true)?;
     }
-    match sock.connect(&addr) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+    let connected = match sock.connect(&addr) {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
         // A unix socket's listen queue is full: like a refused connect, try later or elsewhere.
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Err(e),
         Err(e) => return Err(e),
-    }
+    };
     Ok(UpConn {
         sock,
         upstream: upstream.clone(),
         id,
         interest: Interest::Unregistered,
+        connected,
     })
 }
 
