@@ -26,6 +26,7 @@ use nix::unistd::Pid;
 
 use crate::config::Config;
 use crate::log::{self, AccessLog};
+use crate::metrics::{labels::Labels, Recorder, Totals};
 use crate::site::Sites;
 use crate::sys::process::{self, Forked};
 use crate::sys::shm::{self, Scoreboard};
@@ -80,6 +81,12 @@ pub struct Master {
     /// Outcome of the last reload, for `STATUS=` and `srvd reload`.
     last_reload: String,
     reloads: u64,
+    /// Counts of reaped workers and the master's own figures.
+    totals: Totals,
+    /// Site name → metrics label index, for the process's lifetime.
+    labels: Labels,
+    /// The label index of each site of the current generation's config.
+    site_labels: Vec<u8>,
 }
 
 impl Master {
@@ -91,6 +98,11 @@ impl Master {
         })?;
         let signals = Signals::install(Role::Master)?;
         let scoreboard = Scoreboard::new()?;
+        let mut labels = Labels::default();
+        let site_labels = labels.assign(config.sites.iter().map(|s| s.name.as_str()));
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let kick = OwnedFd::from(nix::sys::eventfd::EventFd::from_value_and_flags(
             0,
             nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
@@ -116,6 +128,9 @@ impl Master {
             notify: Notify::from_env(),
             last_reload: "none".into(),
             reloads: 0,
+            totals: Totals::new(started),
+            labels,
+            site_labels,
         })
     }
 
@@ -253,7 +268,7 @@ impl Master {
         let have = self.live_in(self.generation);
         for _ in have..self.target {
             let (config, listener) = (&self.config, &listener.socket);
-            match self.spawn(config.clone(), listener, self.generation) {
+            match self.spawn(config.clone(), &self.site_labels, listener, self.generation) {
                 Ok(child) => self.children.push(child),
                 Err(e) => {
                     log::alert(format_args!("cannot fork a worker: {e}"));
@@ -271,8 +286,15 @@ impl Master {
             .count()
     }
 
-    /// Forks one worker of `generation` serving `config` on `listener`.
-    fn spawn(&self, config: Config, listener: &TcpListener, generation: u64) -> io::Result<Child> {
+    /// Forks one worker of `generation` serving `config` on `listener`; `labels` are the
+    /// metrics label indices of the config's sites.
+    fn spawn(
+        &self,
+        config: Config,
+        labels: &[u8],
+        listener: &TcpListener,
+        generation: u64,
+    ) -> io::Result<Child> {
         let (ours, theirs) = UnixStream::pair()?;
         // A free scoreboard slot, claimed before the fork so the worker's share counts
         // from its first accept; none left only past shm::SLOTS workers.
@@ -306,7 +328,7 @@ impl Master {
                 let result = (|| -> io::Result<(WorkerInit, Vec<AccessLog>)> {
                     process::die_with_master(master, Signal::SIGKILL)?;
                     let (logs, log_of) = worker::open_logs(&config)?;
-                    let sites = Sites::open(&config, |i| log_of[i])?;
+                    let sites = Sites::open(&config, |i| log_of[i], labels)?;
                     let init = WorkerInit {
                         listeners: vec![listener.try_clone()?],
                         channel: theirs,
@@ -316,6 +338,7 @@ impl Master {
                             generation,
                             self.kick.try_clone()?,
                         ),
+                        metrics: Recorder::new(self.scoreboard.table(), slot),
                         master,
                         sites,
                         config,
@@ -365,6 +388,10 @@ impl Master {
             };
             let child = self.children.swap_remove(i);
             if let Some(slot) = child.slot {
+                // Its counts are kept: folded into the master's totals, then the slot is
+                // free for the next worker.
+                self.totals
+                    .fold(&self.scoreboard.table().slots[slot].counters);
                 self.scoreboard.reset(slot);
             }
             let expected = child.retiring || self.shutdown.is_some();
@@ -378,6 +405,7 @@ impl Master {
                 _ => {}
             }
             if !expected && child.generation == self.generation {
+                self.totals.worker_restarts += 1;
                 let now = Instant::now();
                 if self.backoff.on_death(now - child.started, now) {
                     log::alert(format_args!(

@@ -4,7 +4,8 @@
 //! 1. read and validate the whole file; an error is logged with file:line:column;
 //! 2. if the listen address changed, bind the new one first (failure rejects the reload);
 //!    an unchanged address keeps the very same socket, so nothing is refused meanwhile;
-//! 3. fork the new generation; each worker reports when it serves;
+//! 3. give the new sites their metrics labels (`metrics::labels`), then fork the new
+//!    generation; each worker reports when it serves;
 //! 4. only then tell the old generation to drain; a listener no longer configured closes
 //!    when its workers are gone;
 //! 5. HUPs during a reload are coalesced into one more reload afterwards.
@@ -30,6 +31,8 @@ pub struct PendingReload {
     pub config: Config,
     /// A newly bound listener when the address changed.
     pub listener: Option<Listener>,
+    /// The metrics label index of each of the new config's sites.
+    pub labels: Vec<u8>,
     pub deadline: Instant,
 }
 
@@ -83,11 +86,14 @@ impl Master {
                 }
             }
         };
+        let labels = self
+            .labels
+            .assign(config.sites.iter().map(|s| s.name.as_str()));
         let generation = self.generation + 1;
         let mut started = 0;
         for _ in 0..config.workers {
             let socket = listener.as_ref().map_or(&current.socket, |l| &l.socket);
-            match self.spawn(config.clone(), socket, generation) {
+            match self.spawn(config.clone(), &labels, socket, generation) {
                 // Into the table at once: the next spawn must see this one's slot taken.
                 Ok(child) => {
                     self.children.push(child);
@@ -104,6 +110,7 @@ impl Master {
             generation,
             config,
             listener,
+            labels,
             deadline: Instant::now() + READY_TIMEOUT,
         });
         if !complete {
@@ -138,6 +145,7 @@ impl Master {
                     self.retired_listeners.push((old, previous));
                 }
             }
+            self.site_labels = p.labels;
             self.generation = generation;
             self.target = p.config.workers;
             self.config = p.config;
@@ -173,6 +181,11 @@ impl Master {
     /// Publishes a reload's outcome to systemd and to `<pid_file>.reload`.
     fn finish_reload(&mut self, outcome: String) {
         self.reloads += 1;
+        if outcome == "ok" {
+            self.totals.reloads_ok += 1;
+        } else {
+            self.totals.reloads_failed += 1;
+        }
         self.last_reload = outcome;
         self.notify
             .send(&format!("READY=1\nSTATUS={}", self.status()));
