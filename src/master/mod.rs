@@ -7,7 +7,12 @@
 //!
 //! Generations: every reload forks a new generation with the new config; the old one is
 //! told to drain only once every new worker reported that it serves ([`reload`]).
+//!
+//! With `[admin]`, the same loop serves the admin listener ([`admin`]): `/health` and
+//! `/metrics`, the latter summed from the workers' scoreboard slots plus the totals of
+//! workers already reaped ([`crate::metrics`]).
 
+pub mod admin;
 pub mod children;
 pub mod notify;
 pub mod reload;
@@ -81,6 +86,8 @@ pub struct Master {
     /// Outcome of the last reload, for `STATUS=` and `srvd reload`.
     last_reload: String,
     reloads: u64,
+    /// The admin listener and its connections (no listener without `[admin]`).
+    admin: admin::Admin,
     /// Counts of reaped workers and the master's own figures.
     totals: Totals,
     /// Site name → metrics label index, for the process's lifetime.
@@ -96,6 +103,12 @@ impl Master {
         let socket = crate::sys::socket::bind_listener(config.listen).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
         })?;
+        let admin = match &config.admin {
+            Some(addr) => Some(admin::Listener::bind(addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on admin {addr}: {e}"))
+            })?),
+            None => None,
+        };
         let signals = Signals::install(Role::Master)?;
         let scoreboard = Scoreboard::new()?;
         let mut labels = Labels::default();
@@ -128,6 +141,7 @@ impl Master {
             notify: Notify::from_env(),
             last_reload: "none".into(),
             reloads: 0,
+            admin: admin::Admin::new(admin),
             totals: Totals::new(started),
             labels,
             site_labels,
@@ -152,6 +166,9 @@ impl Master {
             self.config.sites.len(),
             self.config.default_site().root.display()
         ));
+        if let Some(l) = &self.admin.listener {
+            log::notice(format_args!("admin listener on {}", l.addr));
+        }
         for warning in &self.config.warnings {
             log::warn(format_args!("{warning}"));
         }
@@ -211,7 +228,15 @@ impl Master {
         if let Some(p) = &self.pending {
             wake = wake.min(p.deadline.max(now));
         }
-        let timeout = wake.saturating_duration_since(now).as_millis().min(1000) as u16;
+        if let Some(t) = self.admin.next_deadline() {
+            wake = wake.min(t.max(now));
+        }
+        // Rounded up: waking just before an admin deadline would leave it for the next turn.
+        let timeout = wake
+            .saturating_duration_since(now)
+            .as_micros()
+            .div_ceil(1000)
+            .min(1000) as u16;
         let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
         let mut owners = Vec::new();
         for (i, child) in self.children.iter().enumerate() {
@@ -220,21 +245,58 @@ impl Master {
                 owners.push(i);
             }
         }
+        let admin_at = fds.len();
+        for (fd, flags) in self.admin.poll_fds() {
+            fds.push(PollFd::new(fd, flags));
+        }
         match nix::poll::poll(&mut fds, PollTimeout::from(timeout)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
-        let ready: Vec<usize> = fds[1..]
+        let woke = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        let ready: Vec<usize> = fds[1..admin_at]
             .iter()
             .zip(&owners)
-            .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .filter(|(fd, _)| woke(fd))
             .map(|(_, &i)| i)
             .collect();
+        let admin_ready: Vec<bool> = fds[admin_at..].iter().map(woke).collect();
         drop(fds);
         for i in ready {
             self.read_channel(i);
         }
+        self.serve_admin(&admin_ready);
         Ok(())
+    }
+
+    /// Answers the admin connections that woke, and drops those past their deadline.
+    fn serve_admin(&mut self, ready: &[bool]) {
+        let mut admin = std::mem::take(&mut self.admin);
+        admin.on_ready(ready, Instant::now(), &mut |head| {
+            admin::respond(head, self.health(), || {
+                let snapshot = self
+                    .totals
+                    .snapshot(self.scoreboard.table(), self.generation);
+                crate::metrics::text::render(&snapshot, &self.labels)
+            })
+        });
+        self.admin = admin;
+    }
+
+    /// What `/health` answers: stopping from the start of a stop, serving while a worker of
+    /// the current generation serves.
+    fn health(&self) -> admin::Health {
+        if self.shutdown.is_some() {
+            admin::Health::Stopping
+        } else if self
+            .children
+            .iter()
+            .any(|c| c.generation == self.generation && c.ready && !c.retiring)
+        {
+            admin::Health::Serving
+        } else {
+            admin::Health::Unavailable
+        }
     }
 
     /// A worker wrote `R` (it serves) or closed its channel (it is exiting).

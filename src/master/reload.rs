@@ -4,6 +4,7 @@
 //! 1. read and validate the whole file; an error is logged with file:line:column;
 //! 2. if the listen address changed, bind the new one first (failure rejects the reload);
 //!    an unchanged address keeps the very same socket, so nothing is refused meanwhile;
+//!    the same goes for the `[admin]` listener (added, moved or removed at step 4);
 //! 3. give the new sites their metrics labels (`metrics::labels`), then fork the new
 //!    generation; each worker reports when it serves;
 //! 4. only then tell the old generation to drain; a listener no longer configured closes
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::{Listener, Master};
+use super::{admin, Listener, Master};
 use crate::config::Config;
 use crate::log;
 
@@ -31,6 +32,8 @@ pub struct PendingReload {
     pub config: Config,
     /// A newly bound listener when the address changed.
     pub listener: Option<Listener>,
+    /// `Some` when `[admin]` changed: the new admin listener (`None`: removed).
+    pub admin: Option<Option<admin::Listener>>,
     /// The metrics label index of each of the new config's sites.
     pub labels: Vec<u8>,
     pub deadline: Instant,
@@ -86,6 +89,22 @@ impl Master {
                 }
             }
         };
+        let current_admin = self.admin.listener.as_ref().map(|l| &l.addr);
+        let admin = if config.admin.as_ref() == current_admin {
+            None
+        } else {
+            match config.admin.as_ref().map(admin::Listener::bind).transpose() {
+                Ok(new) => Some(new),
+                Err(e) => {
+                    let addr = config.admin.as_ref().expect("bound only when set");
+                    log::error(format_args!(
+                        "reload rejected: cannot listen on admin {addr}: {e}"
+                    ));
+                    self.finish_reload(format!("rejected: cannot listen on admin {addr}: {e}"));
+                    return;
+                }
+            }
+        };
         let labels = self
             .labels
             .assign(config.sites.iter().map(|s| s.name.as_str()));
@@ -110,6 +129,7 @@ impl Master {
             generation,
             config,
             listener,
+            admin,
             labels,
             deadline: Instant::now() + READY_TIMEOUT,
         });
@@ -144,6 +164,13 @@ impl Master {
                 if let Some(previous) = self.listener.replace(new_listener) {
                     self.retired_listeners.push((old, previous));
                 }
+            }
+            if let Some(admin) = p.admin {
+                match &admin {
+                    Some(l) => log::notice(format_args!("admin listener on {}", l.addr)),
+                    None => log::notice(format_args!("admin listener closed")),
+                }
+                self.admin.listener = admin;
             }
             self.site_labels = p.labels;
             self.generation = generation;
