@@ -25,4 +25,7 @@ pub enum Cmd {
     /// Reload the running server synchronously: exit 0 once the new configuration serves,
     /// non-zero with the reason when it was rejected (needs `pid_file`).
     Reload,
+    /// Show the running server's figures (requests, connections, cache, reloads, uptime)
+    /// from its admin listener's /metrics (needs `[admin] listen`).
+    Status,
 }
