@@ -98,8 +98,18 @@ enum Admin {
 }
 
 impl Admin {
+    /// A free port below the kernel's ephemeral range (32768 and up by default), so that
+    /// no client socket of a concurrent test can be holding it when srvd binds it.
     fn tcp() -> Admin {
-        Admin::Tcp(SocketAddr::from(([127, 0, 0, 1], free_port())))
+        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+        loop {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let addr = SocketAddr::from(([127, 0, 0, 1], base + n % 10_000));
+            if std::net::TcpListener::bind(addr).is_ok() {
+                return Admin::Tcp(addr);
+            }
+        }
     }
 
     fn config(&self) -> String {
@@ -160,12 +170,28 @@ fn requests(samples: &[Sample], site: &str, class: &str) -> f64 {
     .unwrap_or_else(|| panic!("no srvd_requests_total{{site={site:?},class={class:?}}}"))
 }
 
-/// Waits until `check` holds for a scrape; returns that scrape.
+/// Waits until `check` holds for a scrape; returns that scrape. On timeout, the failure
+/// shows the last scrape's figures that are not zero.
 fn wait_scrape(admin: &Admin, what: &str, check: impl Fn(&[Sample]) -> bool) -> Vec<Sample> {
-    wait_for(what, || {
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
         let samples = admin.scrape();
-        check(&samples).then_some(samples)
-    })
+        if check(&samples) {
+            return samples;
+        }
+        if std::time::Instant::now() >= end {
+            let moved: Vec<String> = samples
+                .iter()
+                .filter(|s| s.value != 0.0)
+                .map(|s| format!("{} {:?} {}", s.name, s.labels, s.value))
+                .collect();
+            panic!(
+                "timed out waiting for {what}; last scrape:\n{}",
+                moved.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Sends one request on a fresh connection and reads the whole answer (the server closes:
@@ -182,13 +208,39 @@ fn start_with_admin(name: &str, admin: &Admin, extra: &str) -> Srvd {
     Srvd::start(name, &format!("{extra}\n{}", admin.config()))
 }
 
-/// Connections accepted so far, once every one of them has ended. The harness connects
-/// to the sites' port to see that srvd is up, so a fresh server has a few already.
-fn settled_connections(admin: &Admin) -> f64 {
+/// Connections to local `port` that wait in its accept queue: server-side sockets with no
+/// inode yet (/proc/net/tcp), established or already closed by the client.
+fn queued_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            f.len() > 9
+                && f[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+                && ["01", "03", "08"].contains(&f[3])
+                && f[9] == "0"
+        })
+        .count()
+}
+
+/// Connections accepted so far, once every one of them has been accepted and has ended.
+/// The harness connects to the sites' port to see that srvd is up, so a fresh server has
+/// one or more already (possibly still queued when the harness returns).
+fn settled_connections(s: &Srvd, admin: &Admin) -> f64 {
     wait_for("the connections so far to end", || {
+        if queued_on(s.port) > 0 {
+            return None;
+        }
         let m = admin.scrape();
         let accepted = value(&m, "srvd_connections_accepted_total", &[])?;
-        (value(&m, "srvd_connections_handled_total", &[]) == Some(accepted)).then_some(accepted)
+        (accepted >= 1.0 && value(&m, "srvd_connections_handled_total", &[]) == Some(accepted))
+            .then_some(accepted)
     })
 }
 
@@ -283,7 +335,7 @@ fn counts_are_exact_per_site_and_class_and_admin_requests_are_not_counted() {
         start <= now && start > now - 60.0,
         "start {start}, now {now}"
     );
-    let probes = settled_connections(&admin);
+    let probes = settled_connections(&s, &admin);
 
     // Known answers: default 3×200 + 1×404; b.test 2×301 + 1×200 + 1×404.
     let mut received = 0;
@@ -311,7 +363,8 @@ fn counts_are_exact_per_site_and_class_and_admin_requests_are_not_counted() {
     connections += 1;
     let (received, connections) = (received as f64, probes + connections as f64);
 
-    let samples = wait_scrape(&admin, "the counts", |m| {
+    let what = format!("the counts ({connections} connections)");
+    let samples = wait_scrape(&admin, &what, |m| {
         requests(m, "default", "2xx") == 3.0
             && requests(m, "b.test", "2xx") == 3.0
             && value(m, "srvd_connections_handled_total", &[]) == Some(connections)
@@ -418,7 +471,7 @@ fn a_killed_worker_keeps_its_counts_and_counts_a_restart() {
     for _ in 0..5 {
         assert_eq!(s.get("/").status, 200);
     }
-    let accepted = settled_connections(&admin);
+    let accepted = settled_connections(&s, &admin);
     let before = wait_scrape(&admin, "5 requests", |m| {
         requests(m, "default", "2xx") == 5.0
     });
@@ -611,7 +664,7 @@ fn status_prints_the_figures() {
             && requests(m, "docs.test", "2xx") == 1.0
             && requests(m, "default", "2xx") == 1.0
     });
-    let accepted = settled_connections(&admin);
+    let accepted = settled_connections(&s, &admin);
     let config = s.config_path.to_str().unwrap();
     let run = run_cli(&s.dir, &["status", "--config", config]);
     assert_eq!(run.code, Some(0), "{run:?}");
@@ -768,4 +821,62 @@ fn proxy_errors_are_5xx_and_a_silent_app_is_an_upstream_read_timeout() {
     assert_eq!(requests(&m, "default", "2xx"), 0.0);
     done.send(()).unwrap();
     app.join().unwrap();
+}
+
+/// Inodes of the TCP sockets listening on local `port`, from /proc/net/tcp.
+fn listening_inodes(port: u16) -> Vec<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local = f.get(1)?.rsplit(':').next()?;
+            (f.get(3) == Some(&"0A") && u16::from_str_radix(local, 16).ok() == Some(port))
+                .then(|| f.get(9)?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+#[test]
+fn only_the_master_holds_the_admin_listener() {
+    let admin = Admin::tcp();
+    let s = start_with_admin("admin-fds", &admin, "");
+    let Admin::Tcp(a) = &admin else {
+        unreachable!()
+    };
+    let inodes = listening_inodes(a.port());
+    assert_eq!(inodes.len(), 1, "one admin listener");
+    assert!(socket_inodes_of(s.pid().as_raw()).contains(&inodes[0]));
+    for pid in s.workers() {
+        assert!(
+            !socket_inodes_of(pid).contains(&inodes[0]),
+            "worker {pid} holds the admin listener"
+        );
+    }
+    // Nor an admin connection open at the time of a fork: one is held open (mid-request)
+    // while TTIN forks a new worker.
+    let mut held = TcpStream::connect(a).unwrap();
+    held.write_all(b"GET /health HTTP/1.1\r\n").unwrap();
+    let before = s.workers();
+    s.signal(Signal::SIGTTIN);
+    let added = wait_for("a third worker", || {
+        let now = s.workers();
+        (now.len() == 3 && now.iter().all(|&p| worker_ready(p)))
+            .then(|| now.into_iter().find(|p| !before.contains(p)).unwrap())
+    });
+    let master_sockets = socket_inodes_of(s.pid().as_raw());
+    for inode in socket_inodes_of(added) {
+        // The worker's own sockets (listener dup, channel, signal pipe) are not the master's
+        // admin ones; the sites' listener is shared on purpose.
+        if listening_inodes(s.port).contains(&inode) {
+            continue;
+        }
+        assert!(
+            !master_sockets.contains(&inode),
+            "worker {added} shares socket {inode} with the master"
+        );
+    }
+    drop(held);
 }
