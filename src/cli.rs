@@ -30,4 +30,7 @@ pub enum Cmd {
     /// exit 0 once the new master serves (the old one then drains and exits), non-zero
     /// with the reason otherwise (the old master keeps serving). Needs `pid_file`.
     Upgrade,
+    /// Show the running server's figures (requests, connections, cache, reloads, uptime)
+    /// from its admin listener's /metrics (needs `[admin] listen`).
+    Status,
 }

@@ -11,6 +11,8 @@
 //! - [`http`] parses request heads and encodes response heads; pure, no I/O.
 //! - [`static_files`] turns a request into a response: path, file, validators, ranges.
 //! - [`log`] is the error log (stderr) and the access log.
+//! - [`metrics`] is what workers count in the scoreboard and how the master renders it;
+//!   [`status_cmd`] is `srvd status`.
 //! - [`sys`] is the only module allowed `unsafe`: fork, raw fds, sendfile, openat2.
 //!
 //! Dependencies point one way: `master`/`worker` → `http`, `static_files` → `sys`,
@@ -23,10 +25,12 @@ pub mod config;
 pub mod http;
 pub mod log;
 pub mod master;
+pub mod metrics;
 pub mod proxy;
 pub mod reload_cmd;
 pub mod site;
 pub mod static_files;
+pub mod status_cmd;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod worker;

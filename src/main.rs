@@ -25,6 +25,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Cmd::Status) => match srvd::status_cmd::run(&args.config) {
+            Ok(table) => {
+                println!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(msg) => {
+                eprintln!("srvd: {msg}");
+                ExitCode::FAILURE
+            }
+        },
         None => {
             let config = match Config::load(&args.config) {
                 Ok(c) => c,

@@ -5,6 +5,7 @@
 //! column of each problem and reports every semantic error at once so an
 //! operator can fix them in one pass.
 
+pub mod admin;
 pub mod compression;
 mod duration;
 pub mod raw;
@@ -90,6 +91,8 @@ pub struct Config {
     /// Where to write the master's process id, resolved against the config
     /// directory.
     pub pid_file: Option<PathBuf>,
+    /// The admin listener (`/health`, `/metrics`), served by the master; `None`: off.
+    pub admin: Option<admin::AdminListen>,
 }
 
 /// `unknown_host`: the answer to a request for a host no site claims.
@@ -371,6 +374,8 @@ impl Validator<'_> {
             .pid_file
             .take()
             .and_then(|p| self.path_text("pid_file", &p).map(|p| self.base.join(p)));
+        let listen = SocketAddr::new(bind, port);
+        let admin = raw.admin.take().and_then(|a| self.admin(a, listen));
         let unknown_host = match raw.unknown_host.take() {
             Some(v) => self.choice(
                 "unknown_host",
@@ -409,7 +414,7 @@ impl Validator<'_> {
         let warnings = nested_roots(&sites);
         Config {
             path: self.path.to_path_buf(),
-            listen: SocketAddr::new(bind, port),
+            listen,
             workers,
             sites,
             unknown_host,
@@ -423,6 +428,7 @@ impl Validator<'_> {
             user,
             group,
             pid_file,
+            admin,
         }
     }
 

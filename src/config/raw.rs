@@ -56,6 +56,9 @@ pub struct RawConfig {
     pub group: Option<Spanned<String>>,
     /// Where the master writes its process id. Optional.
     pub pid_file: Option<Spanned<String>>,
+    /// The `[admin]` table: the admin listener (health and metrics). Optional; off by
+    /// default.
+    pub admin: Option<Spanned<RawAdmin>>,
     /// Extra extension -> Content-Type entries (extension without the dot,
     /// case-insensitive), merged over the built-in table.
     pub mime_types: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
@@ -98,6 +101,16 @@ pub struct RawConfig {
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     /// More sites: `[[site]]` tables, each with the per-site keys above.
     pub site: Option<Vec<Spanned<RawConfig>>>,
+}
+
+/// The `[admin]` table (top level only).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Where `/health` and `/metrics` are served: "127.0.0.1:9180" (an IP address and a
+    /// port) or "unix:/run/srvd/admin.sock" (relative paths against the config's
+    /// directory). Required in `[admin]`.
+    pub listen: Option<Spanned<String>>,
 }
 
 /// One `[[proxy]]` route.

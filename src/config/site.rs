@@ -223,6 +223,7 @@ fn process_wide(raw: &RawConfig) -> Vec<(&'static str, std::ops::Range<usize>)> 
     note("user", raw.user.as_ref().map(Spanned::span));
     note("group", raw.group.as_ref().map(Spanned::span));
     note("pid_file", raw.pid_file.as_ref().map(Spanned::span));
+    note("admin", raw.admin.as_ref().map(Spanned::span));
     note("unknown_host", raw.unknown_host.as_ref().map(Spanned::span));
     note(
         "trusted_proxies",
@@ -411,8 +412,15 @@ impl Validator<'_> {
     fn key_span(&self, value: std::ops::Range<usize>, key: &str) -> std::ops::Range<usize> {
         let before = &self.text[..value.start.min(self.text.len())];
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        match before[line_start..].find(key) {
-            Some(i) => line_start + i..line_start + i + key.len(),
+        if let Some(i) = before[line_start..].find(key) {
+            return line_start + i..line_start + i + key.len();
+        }
+        // A table written as a header (`[site.admin]`): its span starts at the bracket, the
+        // key is inside the header.
+        let after = &self.text[value.start.min(self.text.len())..];
+        let header = &after[..after.find('\n').unwrap_or(after.len())];
+        match header.starts_with('[').then(|| header.rfind(key)).flatten() {
+            Some(i) => value.start + i..value.start + i + key.len(),
             None => value,
         }
     }

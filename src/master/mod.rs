@@ -7,7 +7,12 @@
 //!
 //! Generations: every reload forks a new generation with the new config; the old one is
 //! told to drain only once every new worker reported that it serves ([`reload`]).
+//!
+//! With `[admin]`, the same loop serves the admin listener ([`admin`]): `/health` and
+//! `/metrics`, the latter summed from the workers' scoreboard slots plus the totals of
+//! workers already reaped ([`crate::metrics`]).
 
+pub mod admin;
 pub mod children;
 pub mod notify;
 pub mod reload;
@@ -27,6 +32,7 @@ use nix::unistd::Pid;
 
 use crate::config::Config;
 use crate::log::{self, AccessLog};
+use crate::metrics::{labels::Labels, Recorder, Totals};
 use crate::site::Sites;
 use crate::sys::process::{self, Forked};
 use crate::sys::shm::{self, Scoreboard};
@@ -100,6 +106,14 @@ pub struct Master {
     /// The upgrade succeeded: this master drains and exits, leaving the service (its
     /// `pid_file`, systemd's main pid) to the new one.
     handed_over: bool,
+    /// The admin listener and its connections (no listener without `[admin]`).
+    admin: admin::Admin,
+    /// Counts of reaped workers and the master's own figures.
+    totals: Totals,
+    /// Site name → metrics label index, for the process's lifetime.
+    labels: Labels,
+    /// The label index of each site of the current generation's config.
+    site_labels: Vec<u8>,
 }
 
 impl Master {
@@ -146,8 +160,19 @@ impl Master {
                 l.addr, config.listen
             ));
         }
+        let admin = match &config.admin {
+            Some(addr) => Some(admin::Listener::bind(addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on admin {addr}: {e}"))
+            })?),
+            None => None,
+        };
         let signals = Signals::install(Role::Master)?;
         let scoreboard = Scoreboard::new()?;
+        let mut labels = Labels::default();
+        let site_labels = labels.assign(config.sites.iter().map(|s| s.name.as_str()));
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let kick = OwnedFd::from(nix::sys::eventfd::EventFd::from_value_and_flags(
             0,
             nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
@@ -181,6 +206,10 @@ impl Master {
             upgrades: 0,
             upgrade_report: inherited.upgrade_report,
             handed_over: false,
+            admin: admin::Admin::new(admin),
+            totals: Totals::new(started),
+            labels,
+            site_labels,
         })
     }
 
@@ -206,6 +235,9 @@ impl Master {
             self.config.sites.len(),
             self.config.default_site().root.display()
         ));
+        if let Some(l) = &self.admin.listener {
+            log::notice(format_args!("admin listener on {}", l.addr));
+        }
         for warning in &self.config.warnings {
             log::warn(format_args!("{warning}"));
         }
@@ -274,7 +306,15 @@ impl Master {
             // The new master's report is not polled: look often while it starts.
             wake = wake.min(now + Duration::from_millis(20));
         }
-        let timeout = wake.saturating_duration_since(now).as_millis().min(1000) as u16;
+        if let Some(t) = self.admin.next_deadline() {
+            wake = wake.min(t.max(now));
+        }
+        // Rounded up: waking just before an admin deadline would leave it for the next turn.
+        let timeout = wake
+            .saturating_duration_since(now)
+            .as_micros()
+            .div_ceil(1000)
+            .min(1000) as u16;
         let mut fds = vec![PollFd::new(self.signals.fd(), PollFlags::POLLIN)];
         let mut owners = Vec::new();
         for (i, child) in self.children.iter().enumerate() {
@@ -283,21 +323,58 @@ impl Master {
                 owners.push(i);
             }
         }
+        let admin_at = fds.len();
+        for (fd, flags) in self.admin.poll_fds() {
+            fds.push(PollFd::new(fd, flags));
+        }
         match nix::poll::poll(&mut fds, PollTimeout::from(timeout)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
-        let ready: Vec<usize> = fds[1..]
+        let woke = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        let ready: Vec<usize> = fds[1..admin_at]
             .iter()
             .zip(&owners)
-            .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
+            .filter(|(fd, _)| woke(fd))
             .map(|(_, &i)| i)
             .collect();
+        let admin_ready: Vec<bool> = fds[admin_at..].iter().map(woke).collect();
         drop(fds);
         for i in ready {
             self.read_channel(i);
         }
+        self.serve_admin(&admin_ready);
         Ok(())
+    }
+
+    /// Answers the admin connections that woke, and drops those past their deadline.
+    fn serve_admin(&mut self, ready: &[bool]) {
+        let mut admin = std::mem::take(&mut self.admin);
+        admin.on_ready(ready, Instant::now(), &mut |head| {
+            admin::respond(head, self.health(), || {
+                let snapshot = self
+                    .totals
+                    .snapshot(self.scoreboard.table(), self.generation);
+                crate::metrics::text::render(&snapshot, &self.labels)
+            })
+        });
+        self.admin = admin;
+    }
+
+    /// What `/health` answers: stopping from the start of a stop, serving while a worker of
+    /// the current generation serves.
+    fn health(&self) -> admin::Health {
+        if self.shutdown.is_some() {
+            admin::Health::Stopping
+        } else if self
+            .children
+            .iter()
+            .any(|c| c.generation == self.generation && c.ready && !c.retiring)
+        {
+            admin::Health::Serving
+        } else {
+            admin::Health::Unavailable
+        }
     }
 
     /// A worker wrote `R` (it serves) or closed its channel (it is exiting).
@@ -331,7 +408,7 @@ impl Master {
         let have = self.live_in(self.generation);
         for _ in have..self.target {
             let (config, listener) = (&self.config, &listener.socket);
-            match self.spawn(config.clone(), listener, self.generation) {
+            match self.spawn(config.clone(), &self.site_labels, listener, self.generation) {
                 Ok(child) => self.children.push(child),
                 Err(e) => {
                     log::alert(format_args!("cannot fork a worker: {e}"));
@@ -349,8 +426,15 @@ impl Master {
             .count()
     }
 
-    /// Forks one worker of `generation` serving `config` on `listener`.
-    fn spawn(&self, config: Config, listener: &TcpListener, generation: u64) -> io::Result<Child> {
+    /// Forks one worker of `generation` serving `config` on `listener`; `labels` are the
+    /// metrics label indices of the config's sites.
+    fn spawn(
+        &self,
+        config: Config,
+        labels: &[u8],
+        listener: &TcpListener,
+        generation: u64,
+    ) -> io::Result<Child> {
         let (ours, theirs) = UnixStream::pair()?;
         // A free scoreboard slot, claimed before the fork so the worker's share counts
         // from its first accept; none left only past shm::SLOTS workers.
@@ -384,7 +468,7 @@ impl Master {
                 let result = (|| -> io::Result<(WorkerInit, Vec<AccessLog>)> {
                     process::die_with_master(master, Signal::SIGKILL)?;
                     let (logs, log_of) = worker::open_logs(&config)?;
-                    let sites = Sites::open(&config, |i| log_of[i])?;
+                    let sites = Sites::open(&config, |i| log_of[i], labels)?;
                     let init = WorkerInit {
                         listeners: vec![listener.try_clone()?],
                         channel: theirs,
@@ -394,6 +478,7 @@ impl Master {
                             generation,
                             self.kick.try_clone()?,
                         ),
+                        metrics: Recorder::new(self.scoreboard.table(), slot),
                         master,
                         sites,
                         config,
@@ -454,6 +539,10 @@ impl Master {
             };
             let child = self.children.swap_remove(i);
             if let Some(slot) = child.slot {
+                // Its counts are kept: folded into the master's totals, then the slot is
+                // free for the next worker.
+                self.totals
+                    .fold(&self.scoreboard.table().slots[slot].counters);
                 self.scoreboard.reset(slot);
             }
             let expected = child.retiring || self.shutdown.is_some();
@@ -467,6 +556,7 @@ impl Master {
                 _ => {}
             }
             if !expected && child.generation == self.generation {
+                self.totals.worker_restarts += 1;
                 let now = Instant::now();
                 if self.backoff.on_death(now - child.started, now) {
                     log::alert(format_args!(

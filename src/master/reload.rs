@@ -4,7 +4,9 @@
 //! 1. read and validate the whole file; an error is logged with file:line:column;
 //! 2. if the listen address changed, bind the new one first (failure rejects the reload);
 //!    an unchanged address keeps the very same socket, so nothing is refused meanwhile;
-//! 3. fork the new generation; each worker reports when it serves;
+//!    the same goes for the `[admin]` listener (added, moved or removed at step 4);
+//! 3. give the new sites their metrics labels (`metrics::labels`), then fork the new
+//!    generation; each worker reports when it serves;
 //! 4. only then tell the old generation to drain; a listener no longer configured closes
 //!    when its workers are gone;
 //! 5. HUPs during a reload are coalesced into one more reload afterwards.
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::{Listener, Master};
+use super::{admin, Listener, Master};
 use crate::config::Config;
 use crate::log;
 
@@ -30,6 +32,10 @@ pub struct PendingReload {
     pub config: Config,
     /// A newly bound listener when the address changed.
     pub listener: Option<Listener>,
+    /// `Some` when `[admin]` changed: the new admin listener (`None`: removed).
+    pub admin: Option<Option<admin::Listener>>,
+    /// The metrics label index of each of the new config's sites.
+    pub labels: Vec<u8>,
     pub deadline: Instant,
 }
 
@@ -88,11 +94,30 @@ impl Master {
                 }
             }
         };
+        let current_admin = self.admin.listener.as_ref().map(|l| &l.addr);
+        let admin = if config.admin.as_ref() == current_admin {
+            None
+        } else {
+            match config.admin.as_ref().map(admin::Listener::bind).transpose() {
+                Ok(new) => Some(new),
+                Err(e) => {
+                    let addr = config.admin.as_ref().expect("bound only when set");
+                    log::error(format_args!(
+                        "reload rejected: cannot listen on admin {addr}: {e}"
+                    ));
+                    self.finish_reload(format!("rejected: cannot listen on admin {addr}: {e}"));
+                    return;
+                }
+            }
+        };
+        let labels = self
+            .labels
+            .assign(config.sites.iter().map(|s| s.name.as_str()));
         let generation = self.generation + 1;
         let mut started = 0;
         for _ in 0..config.workers {
             let socket = listener.as_ref().map_or(&current.socket, |l| &l.socket);
-            match self.spawn(config.clone(), socket, generation) {
+            match self.spawn(config.clone(), &labels, socket, generation) {
                 // Into the table at once: the next spawn must see this one's slot taken.
                 Ok(child) => {
                     self.children.push(child);
@@ -109,6 +134,8 @@ impl Master {
             generation,
             config,
             listener,
+            admin,
+            labels,
             deadline: Instant::now() + READY_TIMEOUT,
         });
         if !complete {
@@ -143,6 +170,14 @@ impl Master {
                     self.retired_listeners.push((old, previous));
                 }
             }
+            if let Some(admin) = p.admin {
+                match &admin {
+                    Some(l) => log::notice(format_args!("admin listener on {}", l.addr)),
+                    None => log::notice(format_args!("admin listener closed")),
+                }
+                self.admin.listener = admin;
+            }
+            self.site_labels = p.labels;
             self.generation = generation;
             self.target = p.config.workers;
             self.config = p.config;
@@ -181,6 +216,11 @@ impl Master {
     /// Publishes a reload's outcome to systemd and to `<pid_file>.reload`.
     fn finish_reload(&mut self, outcome: String) {
         self.reloads += 1;
+        if outcome == "ok" {
+            self.totals.reloads_ok += 1;
+        } else {
+            self.totals.reloads_failed += 1;
+        }
         self.last_reload = outcome;
         self.notify
             .send(&format!("READY=1\nSTATUS={}", self.status()));

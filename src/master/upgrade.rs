@@ -95,6 +95,10 @@ impl Master {
             "upgrade: starting a new master from \"{}\"",
             exec.path.display()
         ));
+        // The new master binds the `[admin]` listener itself (a unix socket cannot be
+        // passed to it by address): this one lets it go for the upgrade, and takes it back
+        // if the upgrade fails. Scrapes meanwhile wait or fail for a moment.
+        self.admin.listener = None;
         match self.spawn_new_master() {
             Ok(p) => {
                 log::notice(format_args!(
@@ -212,8 +216,17 @@ impl Master {
         let _ = io::Write::write_all(&mut report, b"R");
     }
 
-    /// Records an upgrade's outcome in the log and `<pid_file>.upgrade`.
+    /// Records an upgrade's outcome in the log and `<pid_file>.upgrade`; after a failure
+    /// this master takes the `[admin]` listener back.
     fn finish_upgrade(&mut self, outcome: String) {
+        if !outcome.starts_with("ok") && self.admin.listener.is_none() {
+            if let Some(addr) = &self.config.admin {
+                match super::admin::Listener::bind(addr) {
+                    Ok(l) => self.admin.listener = Some(l),
+                    Err(e) => log::error(format_args!("cannot listen on admin {addr} again: {e}")),
+                }
+            }
+        }
         // Past the file's figure too: the master before this one may have counted on.
         let on_file = self.config.pid_file.as_ref().map_or(0, |p| {
             crate::reload_cmd::count(&upgrade_state_path(p), "upgrades=")

@@ -1290,6 +1290,37 @@ impl Session {
         step
     }
 
+    /// Which deadline passed when [`Session::on_timeout`] is due (for the timeout
+    /// counters): the client's body, the whole exchange (`timeout`), or what the phase
+    /// waits for; relaying a response the app has finished (or that has no room left),
+    /// the wait is the client's.
+    pub fn timeout_kind(&self, now: Instant) -> crate::metrics::Timeout {
+        use crate::metrics::Timeout;
+        if matches!(self.phase, Phase::ReadingBody) {
+            return Timeout::Body;
+        }
+        if self.total_deadline.is_some_and(|t| now >= t) {
+            return Timeout::UpstreamTotal;
+        }
+        match self.phase {
+            Phase::Connecting => Timeout::UpstreamConnect,
+            Phase::Sending => Timeout::UpstreamSend,
+            Phase::Relaying
+                if self.queue.pending()
+                    && (matches!(self.body_up, BodyUp::Done) || !self.room()) =>
+            {
+                Timeout::Send
+            }
+            _ => Timeout::UpstreamRead,
+        }
+    }
+
+    /// Still reading the client's request body (the connection gauges count it as
+    /// reading, the rest of a session as writing).
+    pub fn reading_body(&self) -> bool {
+        matches!(self.phase, Phase::ReadingBody)
+    }
+
     /// The client went away while the upstream works (a peek sees EOF). Only looked at
     /// when the client's socket woke the drive (it is watched for hang-ups only then).
     fn client_gone(&self, cx: &Cx) -> bool {

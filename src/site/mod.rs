@@ -42,6 +42,8 @@ pub struct Site {
     pub id: usize,
     /// Index of its access log in the worker's list of logs.
     pub log: usize,
+    /// Its metrics label index (assigned by the master, `metrics::labels`).
+    pub label: u8,
     /// Some route is a proxy (else requests skip the proxy check).
     pub has_proxy: bool,
 }
@@ -66,8 +68,13 @@ pub enum Selected<'s> {
 }
 
 impl Sites {
-    /// Opens every site's root; `log_of(i)` names the access log of site `i`.
-    pub fn open(config: &Config, log_of: impl Fn(usize) -> usize) -> io::Result<Sites> {
+    /// Opens every site's root; `log_of(i)` names the access log of site `i`, `labels[i]`
+    /// its metrics label (sites past the end of `labels` count as "other").
+    pub fn open(
+        config: &Config,
+        log_of: impl Fn(usize) -> usize,
+        labels: &[u8],
+    ) -> io::Result<Sites> {
         let mut list = Vec::with_capacity(config.sites.len());
         for (id, site) in config.sites.iter().enumerate() {
             let root = RootDir::open(&site.root).map_err(|e| {
@@ -82,6 +89,7 @@ impl Sites {
                 root,
                 id,
                 log: log_of(id),
+                label: labels.get(id).copied().unwrap_or(crate::metrics::OTHER),
             });
         }
         let mut exact = FxHashMap::default();

@@ -70,10 +70,16 @@ pub struct Files {
     pub jobs: encode::Jobs,
     /// Each site's compression cache directory, if it has one.
     pub disks: Vec<Option<Rc<disk_cache::DiskCache>>>,
+    /// Where cache hits and misses are counted.
+    pub metrics: crate::metrics::Recorder,
 }
 
 impl Files {
-    pub fn new(sites: &crate::site::Sites, watcher: Option<watch::Watcher>) -> Files {
+    pub fn new(
+        sites: &crate::site::Sites,
+        watcher: Option<watch::Watcher>,
+        metrics: crate::metrics::Recorder,
+    ) -> Files {
         let disks = sites
             .all()
             .iter()
@@ -98,6 +104,7 @@ impl Files {
             listings: Default::default(),
             jobs: Default::default(),
             disks,
+            metrics,
         }
     }
 
@@ -220,7 +227,9 @@ fn serve(
     }
     // 3. resolve: the worker's cache first (one fstatat), else open beneath the root
     let key: &str = &target.path;
-    if !files.cache.is_fresh(site.id, &site.root, key) {
+    let hit = files.cache.is_fresh(site.id, &site.root, key);
+    files.metrics.cache(hit);
+    if !hit {
         match resolve::resolve(site, target) {
             Ok(resolve::Resolved::File { file, meta, path }) => {
                 insert(site, files, key, file, &meta, path)?;

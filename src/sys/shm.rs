@@ -3,7 +3,11 @@
 //!
 //! Each slot has one writer at a time: the master resets it for a worker before forking
 //! and again after reaping; in between only that worker writes it. Readers (the other
-//! workers) only load. Fields are atomics, so no lock is ever taken.
+//! workers, and the master for the metrics) only load. Fields are atomics, so no lock is
+//! ever taken.
+//!
+//! A slot holds the balance figures (`worker::balance`) and, on cache lines of their own,
+//! [`COUNTERS`] single-writer counters whose meaning belongs to [`crate::metrics`].
 
 use std::io;
 use std::ptr::NonNull;
@@ -12,6 +16,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 /// Slots in the table: more workers than this (TTIN far past the core count) run
 /// without a slot and are then left out of the balance (see `worker::balance`).
 pub const SLOTS: usize = 256;
+/// Counters per slot: room for every figure `metrics` defines (it checks at compile time
+/// that they fit).
+pub const COUNTERS: usize = 288;
 
 /// One worker's published figures. Aligned to a cache line so that two workers'
 /// writes never share one.
@@ -24,6 +31,54 @@ pub struct Slot {
     pub live: AtomicU32,
     /// CLOCK_MONOTONIC in milliseconds when the worker last showed that it runs.
     pub seen_ms: AtomicU64,
+    /// The worker's metrics. Their own cache lines (`Counters` is aligned): they change on
+    /// every request, the fields above are read by the peers on every accept.
+    pub counters: Counters,
+}
+
+/// Counters with a single writer: the slot's worker. Readers load them at any time.
+#[repr(C, align(64))]
+pub struct Counters([AtomicU64; COUNTERS]);
+
+impl Counters {
+    /// All zero (also what the kernel's zeroed pages hold).
+    pub const fn new() -> Counters {
+        Counters([const { AtomicU64::new(0) }; COUNTERS])
+    }
+
+    /// Adds `n` to counter `i`. Only the one writer calls this, so a plain load and store
+    /// are enough (nobody can store in between): no locked read-modify-write on the
+    /// request path.
+    #[inline]
+    pub fn add(&self, i: usize, n: u64) {
+        let c = &self.0[i];
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Sets counter `i` (a gauge); the writer only.
+    #[inline]
+    pub fn set(&self, i: usize, v: u64) {
+        self.0[i].store(v, Ordering::Relaxed);
+    }
+
+    /// Counter `i` as last stored.
+    #[inline]
+    pub fn get(&self, i: usize) -> u64 {
+        self.0[i].load(Ordering::Relaxed)
+    }
+
+    /// Zeroes every counter; only while nobody writes (the slot is between workers).
+    fn clear(&self) {
+        for c in &self.0 {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters::new()
+    }
 }
 
 /// The shared table: the slots, and how many of them the master has ever handed out (so
@@ -81,7 +136,8 @@ impl Scoreboard {
         self.table
     }
 
-    /// Master: slot `i` goes to a worker about to be forked, or its worker was reaped.
+    /// Master: slot `i` goes to a worker about to be forked, or its worker was reaped (and
+    /// its counters were folded into the master's totals first, see `metrics::Totals`).
     /// Either way it is zeroed; a new worker counts for the balance only once it joins
     /// (so one stuck in start-up holds nobody back).
     pub fn reset(&self, i: usize) {
@@ -90,6 +146,7 @@ impl Scoreboard {
         slot.generation.store(0, Ordering::Release);
         slot.live.store(0, Ordering::Relaxed);
         slot.seen_ms.store(0, Ordering::Relaxed);
+        slot.counters.clear();
     }
 }
 

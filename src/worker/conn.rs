@@ -12,6 +12,10 @@
 //! connection waits for next ([`Wait`]). Epoll is level-triggered: a connection is
 //! registered for EPOLLIN, and switched to EPOLLOUT only while a write is blocked, so a
 //! keep-alive request costs one `read` and one `write`.
+//!
+//! Metrics (`crate::metrics`): a request is counted, under its site's label and status
+//! class, when its response is complete (where its access-log line is written); bytes are
+//! counted as each send returns; a deadline is counted by what it waited for.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Shutdown, TcpStream};
@@ -26,6 +30,7 @@ use crate::http::request::{self, BodyFraming, Request, MAX_HEAD};
 use crate::http::response::Connection;
 use crate::http::{Method, Status};
 use crate::log::{AccessLog, LineEnd, LineStart};
+use crate::metrics::{ConnClass, Recorder, Timeout};
 use crate::site::{Selected, Site, Sites};
 use crate::static_files::{self, Body, Chunk, Files};
 use crate::sys::socket::send;
@@ -90,6 +95,8 @@ pub struct Ctx<'a> {
     pub pool: &'a mut BufPool,
     pub now: Instant,
     pub draining: bool,
+    /// This worker's counters.
+    pub metrics: Recorder,
 }
 
 /// Pending log line pieces: `[..referer_at]` is the line start, then referer, then agent.
@@ -143,6 +150,11 @@ pub struct Conn {
     out_pos: usize,
     pub deadline: Instant,
     log: LogEntry,
+    /// Metrics label of the site answering the current request.
+    label: u8,
+    /// A response was completed: an idle wait is now a keep-alive wait (for the timeout
+    /// counters; before the first request it is the header timeout's).
+    served: bool,
 }
 
 impl Conn {
@@ -161,6 +173,20 @@ impl Conn {
             out_pos: 0,
             deadline: now + header_timeout,
             log: LogEntry::default(),
+            label: 0,
+            served: false,
+        }
+    }
+
+    /// What the connection is doing, for the connection gauges.
+    pub fn class(&self) -> ConnClass {
+        match &self.state {
+            ConnState::ReadingHead if self.is_idle() => ConnClass::Idle,
+            ConnState::ReadingHead => ConnClass::Reading,
+            ConnState::Proxying(session, _) if session.reading_body() => ConnClass::Reading,
+            ConnState::Writing { .. } | ConnState::Lingering | ConnState::Proxying(..) => {
+                ConnClass::Writing
+            }
         }
     }
 
@@ -278,6 +304,7 @@ impl Conn {
                 let mut close = !req.keep_alive() || cx.draining;
                 let selected = cx.sites.select(&req);
                 if let Selected::Site(site) = selected {
+                    self.label = site.label;
                     if let Some(route) = crate::site::proxy_route(site, &req) {
                         let head_end = self.rstart + req.head_len;
                         let session = crate::proxy::Session::new(
@@ -343,13 +370,15 @@ impl Conn {
                     Selected::Site(site) => site,
                     Selected::Misdirected(site) => {
                         status_override = status_override.or(Some(Status::MisdirectedRequest));
+                        self.label = site.label;
                         site
                     }
                     Selected::Close => {
-                        // `unknown_host = "close"`: no answer at all.
+                        // `unknown_host = "close"`: no answer at all (and nothing counted).
                         self.rstart = self.rend;
                         self.framing_error = true;
                         self.log.line.clear();
+                        self.log.status = 0;
                         self.state = ConnState::Writing {
                             body: Body::None,
                             close: true,
@@ -377,6 +406,7 @@ impl Conn {
             }
             Err(e) => {
                 let site = cx.sites.default_site();
+                self.label = site.label;
                 if cx.logs[site.log].enabled() {
                     let entry = &mut self.log;
                     entry.log = site.log;
@@ -436,7 +466,9 @@ impl Conn {
                 if expect_continue {
                     if let Some(line) = session.continue_line() {
                         // Best effort, like nginx: a client that waits gets its go-ahead.
-                        let _ = send(&self.stream, line, false);
+                        if let Ok(n) = send(&self.stream, line, false) {
+                            cx.metrics.sent(n);
+                        }
                     }
                 }
                 self.deadline = session.deadline;
@@ -473,8 +505,11 @@ impl Conn {
         let ConnState::Proxying(session, site) = &mut self.state else {
             unreachable!("proxy_step is only called while Proxying");
         };
+        let metrics = cx.metrics;
+        let before = session.sent();
         let mut pcx = proxy_cx(&self.stream, cx, *site);
         let step = session.drive(&mut pcx);
+        metrics.sent((session.sent() - before) as usize);
         self.deadline = session.deadline;
         match step {
             crate::proxy::Step::ClientReadable => Step::Wait(Wait::Readable),
@@ -484,7 +519,13 @@ impl Conn {
             // is switched to hang-ups, so it cannot wake the loop again and again.
             crate::proxy::Step::Upstream if pcx.client_woke => Step::Wait(Wait::Hangup),
             crate::proxy::Step::Upstream => Step::Wait(Wait::Readable),
-            crate::proxy::Step::Abort => Step::Wait(Wait::Close),
+            crate::proxy::Step::Abort => {
+                // A tunnel (after a 101) ends this way, its request answered: count it.
+                if session.status == 101 {
+                    metrics.request(self.label, 101);
+                }
+                Step::Wait(Wait::Close)
+            }
             crate::proxy::Step::Done { close } => {
                 self.log.status = session.status;
                 self.log.bytes = session.sent();
@@ -492,7 +533,7 @@ impl Conn {
                     self.log.upstream = session.upstream_log();
                 }
                 let leftover = session.take_leftover();
-                self.finish_log(cx);
+                self.finish_request(cx);
                 self.state = ConnState::ReadingHead;
                 if self.rbuf.is_empty() {
                     self.rbuf = cx.pool.take_read();
@@ -530,6 +571,7 @@ impl Conn {
             // MSG_MORE holds the head back until the file body follows it in one segment.
             match send(&self.stream, &self.out[self.out_pos..], more) {
                 Ok(n) => {
+                    cx.metrics.sent(n);
                     self.out_pos += n;
                     self.deadline = cx.now + cx.config.send_timeout;
                 }
@@ -540,13 +582,14 @@ impl Conn {
                 Err(_) => return Step::Wait(Wait::Close),
             }
         }
+        let m = cx.metrics;
         loop {
             let step = match body {
                 Body::None => break,
-                Body::File { file, offset, end } => send_file(&self.stream, file, offset, *end),
+                Body::File { file, offset, end } => send_file(&self.stream, file, offset, *end, m),
                 Body::Multipart { file, chunks } => match chunks.front_mut() {
                     None => break,
-                    Some(Chunk::Bytes(bytes)) => match send_bytes(&self.stream, bytes) {
+                    Some(Chunk::Bytes(bytes)) => match send_bytes(&self.stream, bytes, m) {
                         Sent::Done => {
                             chunks.pop_front();
                             Sent::Progress
@@ -554,7 +597,7 @@ impl Conn {
                         other => other,
                     },
                     Some(Chunk::File { offset, end }) => {
-                        match send_file(&self.stream, file, offset, *end) {
+                        match send_file(&self.stream, file, offset, *end, m) {
                             Sent::Done => {
                                 chunks.pop_front();
                                 Sent::Progress
@@ -573,7 +616,7 @@ impl Conn {
         }
         // The response is complete.
         let close = *close;
-        self.finish_log(cx);
+        self.finish_request(cx);
         self.out.clear();
         self.out_pos = 0;
         if close {
@@ -620,6 +663,15 @@ impl Conn {
         }
     }
 
+    /// A response is complete: count it (status 0: there was none), then log it.
+    fn finish_request(&mut self, cx: &mut Ctx) {
+        if self.log.status != 0 {
+            cx.metrics.request(self.label, self.log.status);
+        }
+        self.served = true;
+        self.finish_log(cx);
+    }
+
     fn finish_log(&mut self, cx: &mut Ctx) {
         if !self.log.line.is_empty() {
             let e = &self.log;
@@ -662,15 +714,51 @@ impl Conn {
     /// Called when the deadline has passed. A client that stalled mid-head gets a 408
     /// (best effort, one non-blocking write); everyone else is simply closed.
     pub fn on_timeout(&mut self, cx: &mut Ctx) {
+        if let Some(kind) = self.timeout_kind(cx) {
+            cx.metrics.timeout(kind);
+        }
         if let ConnState::Proxying(session, site) = &mut self.state {
+            let metrics = cx.metrics;
+            let before = session.sent();
             let mut pcx = proxy_cx(&self.stream, cx, *site);
+            if session.status == 101 {
+                // An idle tunnel: its request was answered by the switch.
+                metrics.request(self.label, 101);
+            }
             // 504 (or 408 for a body that stopped coming), best effort; then closed.
-            let _ = session.on_timeout(&mut pcx);
+            let step = session.on_timeout(&mut pcx);
+            metrics.sent((session.sent() - before) as usize);
+            if matches!(step, crate::proxy::Step::Done { .. }) {
+                // The error response went out whole: it is the request's answer, counted
+                // and logged like any other.
+                self.log.status = session.status;
+                self.log.bytes = session.sent();
+                if self.log.format == LogFormat::Json {
+                    self.log.upstream = session.upstream_log();
+                }
+                self.finish_request(cx);
+            }
             return;
         }
         if self.partial_head() {
             self.send_last_words(cx, Status::RequestTimeout);
         }
+    }
+
+    /// Which deadline passed, for the timeout counters. `None` for the end of a linger (the
+    /// close after a final response, not a wait that failed) and for idle connections
+    /// closed by a graceful stop.
+    fn timeout_kind(&self, cx: &Ctx) -> Option<Timeout> {
+        Some(match &self.state {
+            ConnState::Proxying(session, _) => session.timeout_kind(cx.now),
+            ConnState::Writing { .. } => Timeout::Send,
+            ConnState::Lingering => return None,
+            ConnState::ReadingHead if !self.discard.is_done() => Timeout::Body,
+            ConnState::ReadingHead if self.partial_head() => Timeout::Header,
+            ConnState::ReadingHead if cx.draining => return None,
+            ConnState::ReadingHead if self.served => Timeout::Keepalive,
+            ConnState::ReadingHead => Timeout::Header,
+        })
     }
 
     /// Part of a request head is buffered (more than the empty lines a client may send
@@ -696,7 +784,9 @@ impl Conn {
             Connection::Close,
             &mut out,
         );
-        let _ = send(&self.stream, &out, false);
+        if let Ok(n) = send(&self.stream, &out, false) {
+            cx.metrics.sent(n);
+        }
     }
 
     /// Graceful stop: an idle connection gets at most `grace` more to send a request.
@@ -784,8 +874,12 @@ enum Sent {
     Failed,
 }
 
-fn send_bytes(stream: &TcpStream, bytes: &mut Vec<u8>) -> Sent {
-    match send(stream, bytes, true) {
+fn send_bytes(stream: &TcpStream, bytes: &mut Vec<u8>, metrics: Recorder) -> Sent {
+    let sent = send(stream, bytes, true);
+    if let Ok(n) = sent {
+        metrics.sent(n);
+    }
+    match sent {
         Ok(n) if n == bytes.len() => Sent::Done,
         Ok(n) => {
             bytes.drain(..n);
@@ -797,7 +891,13 @@ fn send_bytes(stream: &TcpStream, bytes: &mut Vec<u8>) -> Sent {
     }
 }
 
-fn send_file(stream: &TcpStream, file: &std::fs::File, offset: &mut u64, end: u64) -> Sent {
+fn send_file(
+    stream: &TcpStream,
+    file: &std::fs::File,
+    offset: &mut u64,
+    end: u64,
+    metrics: Recorder,
+) -> Sent {
     if *offset >= end {
         return Sent::Done;
     }
@@ -807,6 +907,7 @@ fn send_file(stream: &TcpStream, file: &std::fs::File, offset: &mut u64, end: u6
         // The file shrank under us: the promised length cannot be delivered.
         Ok(0) => Sent::Failed,
         Ok(n) => {
+            metrics.sent(n);
             *offset += n as u64;
             if *offset >= end {
                 Sent::Done

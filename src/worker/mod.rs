@@ -8,7 +8,8 @@
 //! - a connection (`slot | generation << 32`): drive its state machine.
 //!
 //! Once a second it expires deadlines (header, keep-alive, send timeouts), flushes the
-//! access log and checks that the master is still alive.
+//! access log, publishes its connections by state (`crate::metrics`) and checks that the
+//! master is still alive.
 //!
 //! Invariant: a worker holds only its own fds: its listeners, its channel to the master,
 //! its epoll and signal pipe, its access log and its connections.
@@ -65,6 +66,8 @@ pub struct WorkerInit {
     pub master: Pid,
     /// Scoreboard slot and kick eventfd: the share of connections this worker may take.
     pub balance: balance::Balance,
+    /// This worker's counters (its scoreboard slot).
+    pub metrics: crate::metrics::Recorder,
 }
 
 /// A slot in the connection table; the generation makes stale tokens harmless.
@@ -85,6 +88,7 @@ struct Worker {
     listening: bool,
     accept_resume: Option<Instant>,
     balance: balance::Balance,
+    metrics: crate::metrics::Recorder,
     /// Set when a drain begins (before `draining`): the listeners are never registered
     /// again.
     closing_listeners: bool,
@@ -140,7 +144,11 @@ impl Worker {
         // From now on the master's death is a fast stop (flush the log, exit), not SIGKILL.
         crate::sys::process::die_with_master(init.master, nix::sys::signal::Signal::SIGTERM)?;
         epoll.add(signals.fd(), EpollEvent::new(EpollFlags::EPOLLIN, SIGNALS))?;
-        let files = Files::new(&init.sites, crate::static_files::watch::Watcher::new());
+        let files = Files::new(
+            &init.sites,
+            crate::static_files::watch::Watcher::new(),
+            init.metrics,
+        );
         let mut worker = Worker {
             config: init.config,
             sites: init.sites,
@@ -149,6 +157,7 @@ impl Worker {
             listening: false,
             accept_resume: None,
             balance: init.balance,
+            metrics: init.metrics,
             closing_listeners: false,
             epoll,
             signals,
@@ -234,7 +243,7 @@ impl Worker {
                         for cmd in self.signals.pending() {
                             match cmd {
                                 Command::FastStop => {
-                                    self.flush_logs();
+                                    self.leave();
                                     return Ok(());
                                 }
                                 Command::GracefulStop => self.begin_drain(now),
@@ -265,7 +274,7 @@ impl Worker {
             }
             if let Some(deadline) = self.draining {
                 if self.live == 0 || now >= deadline {
-                    self.flush_logs();
+                    self.leave();
                     return Ok(());
                 }
             }
@@ -379,6 +388,7 @@ impl Worker {
         slot.interest = Wait::Readable;
         slot.registered = false;
         self.live += 1;
+        self.metrics.accepted();
         self.balance.publish(self.live);
         // Most clients send their request with the handshake: serve it now. The connection
         // joins the epoll set only if it has to wait, so a one-request connection never
@@ -411,6 +421,7 @@ impl Worker {
             pool: &mut self.pool,
             now,
             draining: self.draining.is_some(),
+            metrics: self.metrics,
             epoll: &self.epoll,
             token: 0,
             client_woke: false,
@@ -471,6 +482,7 @@ impl Worker {
             conn.recycle(&mut self.pool);
             self.free.push(index as u32);
             self.live -= 1;
+            self.metrics.handled(1);
             self.balance.publish(self.live);
             // One connection fewer can only allow listening, never forbid it.
             if !self.listening {
@@ -494,24 +506,41 @@ impl Worker {
         // Also the safety net for balance decisions made on counts that changed since.
         self.balance.heartbeat();
         self.sync_listen();
+        // Connections by state, counted on the walk the deadlines need anyway: the gauges
+        // lag by up to a tick, the request path pays nothing for them.
+        let mut by_class = [0u64; 3];
         for index in 0..self.slots.len() {
             let (slots, mut cx) = self.parts(now);
             cx.token = (u64::from(slots[index].generation) << 32) | index as u64;
-            if let Some(conn) = slots[index].conn.as_mut().filter(|c| c.deadline <= now) {
+            let Some(conn) = slots[index].conn.as_mut() else {
+                continue;
+            };
+            if conn.deadline <= now {
                 conn.on_timeout(&mut cx);
                 self.close(index);
+            } else {
+                by_class[conn.class() as usize] += 1;
             }
         }
+        self.metrics.connections(by_class);
         self.flush_logs();
         if nix::unistd::getppid() != self.master {
             log::warn(format_args!("master is gone, exiting"));
-            self.flush_logs();
+            self.leave();
             crate::sys::process::exit(0);
         }
     }
 
     fn flush_logs(&mut self) {
         self.logs.iter_mut().for_each(AccessLog::flush);
+    }
+
+    /// Before exiting: flush the logs; the connections still open end with the process
+    /// (counted as handled, so accepted − handled stays the number open).
+    fn leave(&mut self) {
+        self.flush_logs();
+        self.metrics.handled(self.live);
+        self.metrics.connections([0; 3]);
     }
 
     /// Reads pending inotify events; any change empties the file cache.
