@@ -58,9 +58,10 @@ enum Shutdown {
 pub struct Listener {
     pub addr: SocketAddr,
     pub socket: TcpListener,
-    /// Received at start (from systemd or the previous master) rather than bound here:
-    /// never closed while the master runs, only set aside when unused (systemd would
-    /// not hand it over again).
+    /// Bound by systemd (received at start directly, or through the previous master of
+    /// an upgrade): never closed while the master runs, only set aside when unused
+    /// (systemd would not hand it over again). Sockets srvd bound itself, including ones
+    /// a previous master passed on, close when no longer configured.
     pub received: bool,
 }
 
@@ -141,12 +142,12 @@ impl Master {
                 Listener {
                     addr: r.addr,
                     socket: r.socket,
-                    received: true,
+                    received: r.systemd,
                 }
             })
             .collect();
         let (socket, received) = match take_listener(&mut spare_listeners, config.listen) {
-            Some(l) => (l.socket, true),
+            Some(l) => (l.socket, l.received),
             None => (
                 crate::sys::socket::bind_listener(config.listen).map_err(|e| {
                     io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
@@ -154,6 +155,8 @@ impl Master {
                 false,
             ),
         };
+        // One the previous master bound itself and the config no longer names: closed.
+        spare_listeners.retain(|l| l.received);
         for l in &spare_listeners {
             log::warn(format_args!(
                 "received listener {} is not in the config (listen = {}): kept open, unused",

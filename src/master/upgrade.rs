@@ -121,9 +121,9 @@ impl Master {
         let exec = self.exec.as_ref().expect("checked by the caller");
         let mut sockets = Vec::new();
         if let Some(l) = &self.listener {
-            sockets.push(&l.socket);
+            sockets.push((&l.socket, l.received));
         }
-        sockets.extend(self.spare_listeners.iter().map(|l| &l.socket));
+        sockets.extend(self.spare_listeners.iter().map(|l| (&l.socket, l.received)));
         let (ours, theirs) = UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         let fds = listen_fds::pass_on_exec(&sockets);
@@ -139,7 +139,7 @@ impl Master {
                 .env("SRVD_GENERATION", (self.generation + 1).to_string())
                 .spawn()
         });
-        for s in &sockets {
+        for (s, _) in &sockets {
             listen_fds::restore_cloexec(*s);
         }
         drop(theirs);

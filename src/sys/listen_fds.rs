@@ -27,6 +27,9 @@ pub struct Received {
     pub addr: SocketAddr,
     pub socket: TcpListener,
     pub source: Source,
+    /// Bound by systemd (passed directly, or by a previous master that had it from
+    /// systemd): never closed, as systemd would not pass it again.
+    pub systemd: bool,
 }
 
 /// What was received: the listening sockets, and descriptors that were passed but are not
@@ -46,6 +49,7 @@ const LISTEN_FDS_START: RawFd = 3;
 /// thing in the master (single-threaded: the environment is not read concurrently).
 pub fn take() -> Inherited {
     let mut fds: Vec<(RawFd, Source)> = Vec::new();
+    let mut from_systemd: Vec<RawFd> = Vec::new();
     let for_us = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok())
@@ -61,7 +65,17 @@ pub fn take() -> Inherited {
     if let Ok(list) = std::env::var("SRVD_LISTEN_FDS") {
         fds.extend(
             list.split(',')
-                .filter_map(|f| f.trim().parse::<RawFd>().ok())
+                .filter_map(|f| {
+                    let (n, systemd) = match f.trim().strip_suffix(":systemd") {
+                        Some(n) => (n, true),
+                        None => (f.trim(), false),
+                    };
+                    let fd = n.parse::<RawFd>().ok()?;
+                    if systemd {
+                        from_systemd.push(fd);
+                    }
+                    Some(fd)
+                })
                 .filter(|&fd| fd > 2)
                 .map(|fd| (fd, Source::Upgrade)),
         );
@@ -101,6 +115,7 @@ pub fn take() -> Inherited {
                     addr,
                     socket,
                     source,
+                    systemd: source == Source::Systemd || from_systemd.contains(&fd),
                 });
             }
             Err(why) => out.refused.push((fd, why)),
@@ -172,14 +187,17 @@ fn set_cloexec(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
 /// Lets the listening sockets survive the exec of a new master: clears close-on-exec on
 /// each (the master is single-threaded, so no other exec can race), and returns the
 /// variable value naming them. [`restore_cloexec`] puts it back after the spawn.
-pub fn pass_on_exec(sockets: &[&TcpListener]) -> io::Result<String> {
+pub fn pass_on_exec(sockets: &[(&TcpListener, bool)]) -> io::Result<String> {
     let mut list = String::new();
-    for s in sockets {
+    for (s, systemd) in sockets {
         set_cloexec(*s, false)?;
         if !list.is_empty() {
             list.push(',');
         }
         list.push_str(&s.as_raw_fd().to_string());
+        if *systemd {
+            list.push_str(":systemd");
+        }
     }
     Ok(list)
 }
