@@ -41,7 +41,7 @@ impl Validator<'_> {
     pub(super) fn admin(
         &mut self,
         raw: Spanned<RawAdmin>,
-        sites_on: SocketAddr,
+        sites_on: &[SocketAddr],
     ) -> Option<AdminListen> {
         let at = raw.span();
         let Some(value) = raw.into_inner().listen else {
@@ -65,12 +65,14 @@ impl Validator<'_> {
             None => match text.parse::<SocketAddr>() {
                 Ok(addr) if addr.port() == 0 => "the port must be between 1 and 65535".to_owned(),
                 Ok(addr)
-                    if addr.port() == sites_on.port()
-                        && (addr.ip() == sites_on.ip()
-                            || addr.ip().is_unspecified()
-                            || sites_on.ip().is_unspecified()) =>
+                    if sites_on.iter().any(|on| {
+                        addr.port() == on.port()
+                            && (addr.ip() == on.ip()
+                                || addr.ip().is_unspecified()
+                                || on.ip().is_unspecified())
+                    }) =>
                 {
-                    format!("{addr} is where the sites are served (bind, port)")
+                    format!("{addr} is where the sites are served (listen, or bind and port)")
                 }
                 Ok(addr) => return Some(AdminListen::Tcp(addr)),
                 Err(_) => "expected an IP address and port such as \"127.0.0.1:9180\", or \

@@ -55,14 +55,21 @@ pub const MAX_MAX_CONNECTIONS: usize = 1 << 20;
 /// file.
 pub const MAX_NOT_FOUND_PAGE_BYTES: u64 = 1 << 20;
 
+/// Most `listen` entries (each worker gives its listeners epoll tokens of their own).
+pub const MAX_LISTENERS: usize = 32;
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The config file as given on the command line (used for reloads and
     /// messages).
     pub path: PathBuf,
-    /// Address and port to listen on.
+    /// The first listener's address (`bind`:`port`, or the first of `listen`): the one
+    /// named in logs, and the port of a request without a Host.
     pub listen: SocketAddr,
+    /// Every address to listen on, in file order (`listen`, or the one `bind`:`port`);
+    /// `listeners[0] == listen`.
+    pub listeners: Vec<SocketAddr>,
     /// Number of worker processes, >= 1.
     pub workers: usize,
     /// The sites: `[0]` is the top level (the default site), then each `[[site]]` in
@@ -344,6 +351,19 @@ impl Validator<'_> {
     }
 
     fn validate(&mut self, mut raw: RawConfig) -> Config {
+        let listen_list = raw.listen.take();
+        if let (Some(list), Some(key)) = (
+            &listen_list,
+            raw.port
+                .as_ref()
+                .map(|_| "port")
+                .or(raw.bind.as_ref().map(|_| "bind")),
+        ) {
+            self.error_at(
+                list.span(),
+                format!("listen replaces port and bind: set either listen or {key}, not both"),
+            );
+        }
         let port = self.port(raw.port.take());
         let bind = self.bind(raw.bind.take());
         let workers = self.workers(raw.workers.take());
@@ -374,8 +394,12 @@ impl Validator<'_> {
             .pid_file
             .take()
             .and_then(|p| self.path_text("pid_file", &p).map(|p| self.base.join(p)));
-        let listen = SocketAddr::new(bind, port);
-        let admin = raw.admin.take().and_then(|a| self.admin(a, listen));
+        let listeners = match listen_list {
+            Some(list) => self.listeners(list),
+            None => vec![SocketAddr::new(bind, port)],
+        };
+        let listen = listeners[0];
+        let admin = raw.admin.take().and_then(|a| self.admin(a, &listeners));
         let unknown_host = match raw.unknown_host.take() {
             Some(v) => self.choice(
                 "unknown_host",
@@ -415,6 +439,7 @@ impl Validator<'_> {
         Config {
             path: self.path.to_path_buf(),
             listen,
+            listeners,
             workers,
             sites,
             unknown_host,
@@ -430,6 +455,42 @@ impl Validator<'_> {
             pid_file,
             admin,
         }
+    }
+
+    /// `listen = ["IP:PORT", ...]`: at least one, each an IP address (IPv6 in brackets)
+    /// and a port, none twice. Never empty (a default stands in after an error).
+    fn listeners(&mut self, list: Spanned<Vec<Spanned<String>>>) -> Vec<SocketAddr> {
+        let at = list.span();
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for entry in list.into_inner() {
+            let text = entry.get_ref().trim();
+            let problem = match text.parse::<SocketAddr>() {
+                Ok(a) if a.port() == 0 => "the port must be between 1 and 65535".to_owned(),
+                Ok(a) if out.contains(&a) => format!("{a} is listed twice"),
+                Ok(_) if out.len() == MAX_LISTENERS => {
+                    format!("at most {MAX_LISTENERS} listeners")
+                }
+                Ok(a) => {
+                    out.push(a);
+                    continue;
+                }
+                Err(_) if text.ends_with(" tls") => {
+                    "TLS listeners are not supported by this build yet".to_owned()
+                }
+                Err(_) => "expected an IP address and a port such as \"0.0.0.0:80\" or \
+                           \"[::]:80\""
+                    .to_owned(),
+            };
+            let message = format!("invalid listen entry {:?}: {problem}", entry.get_ref());
+            self.error_at(entry.span(), message);
+        }
+        if out.is_empty() {
+            if self.errors.is_empty() {
+                self.error_at(at, "listen needs at least one address".to_owned());
+            }
+            out.push(SocketAddr::new(DEFAULT_BIND, DEFAULT_PORT));
+        }
+        out
     }
 
     fn port(&mut self, value: Option<Spanned<i64>>) -> u16 {

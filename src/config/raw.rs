@@ -22,6 +22,8 @@ pub struct RawConfig {
     /// IP address to bind ("0.0.0.0" for all IPv4, "::" for IPv6).
     /// Default "0.0.0.0".
     pub bind: Option<Spanned<String>>,
+    /// Several listeners: `["0.0.0.0:80", "[::]:80"]` (replaces `port` and `bind`).
+    pub listen: Option<Spanned<Vec<Spanned<String>>>>,
     /// Number of worker processes: an integer >= 1, or "auto" for one per
     /// available CPU. Default "auto".
     pub workers: Option<Spanned<RawWorkers>>,

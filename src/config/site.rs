@@ -202,6 +202,7 @@ fn process_wide(raw: &RawConfig) -> Vec<(&'static str, std::ops::Range<usize>)> 
     };
     note("port", raw.port.as_ref().map(Spanned::span));
     note("bind", raw.bind.as_ref().map(Spanned::span));
+    note("listen", raw.listen.as_ref().map(Spanned::span));
     note("workers", raw.workers.as_ref().map(Spanned::span));
     note(
         "keepalive_timeout",

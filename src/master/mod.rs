@@ -69,9 +69,10 @@ pub struct Listener {
 pub struct Master {
     config: Config,
     config_path: PathBuf,
-    /// The current generation's listener; `None` once stopping (closed at once, so new
-    /// connections are refused rather than queued for nobody).
-    listener: Option<Listener>,
+    /// The current generation's listeners, one per configured address in config order;
+    /// empty once stopping (closed at once, so new connections are refused rather than
+    /// queued for nobody).
+    listeners: Vec<Listener>,
     signals: Signals,
     children: Vec<Child>,
     generation: u64,
@@ -146,21 +147,26 @@ impl Master {
                 }
             })
             .collect();
-        let (socket, received) = match take_listener(&mut spare_listeners, config.listen) {
-            Some(l) => (l.socket, l.received),
-            None => (
-                crate::sys::socket::bind_listener(config.listen).map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
-                })?,
-                false,
-            ),
-        };
+        let mut listeners = Vec::new();
+        for &addr in &config.listeners {
+            listeners.push(match take_listener(&mut spare_listeners, addr) {
+                Some(l) => l,
+                None => Listener {
+                    addr,
+                    socket: crate::sys::socket::bind_listener(addr).map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                    })?,
+                    received: false,
+                },
+            });
+        }
         // One the previous master bound itself and the config no longer names: closed.
         spare_listeners.retain(|l| l.received);
         for l in &spare_listeners {
             log::warn(format_args!(
                 "received listener {} is not in the config (listen = {}): kept open, unused",
-                l.addr, config.listen
+                l.addr,
+                addr_list(&config.listeners)
             ));
         }
         let admin = match &config.admin {
@@ -184,11 +190,7 @@ impl Master {
             scoreboard,
             kick,
             target: config.workers,
-            listener: Some(Listener {
-                addr: config.listen,
-                socket,
-                received,
-            }),
+            listeners,
             config,
             config_path,
             signals,
@@ -233,7 +235,7 @@ impl Master {
         log::notice(format_args!(
             "srvd {} listening on {}, {} workers, {} site(s), root \"{}\"",
             env!("CARGO_PKG_VERSION"),
-            self.config.listen,
+            addr_list(&self.config.listeners),
             self.target,
             self.config.sites.len(),
             self.config.default_site().root.display()
@@ -405,13 +407,18 @@ impl Master {
         if self.shutdown.is_some() || !self.backoff.allows(Instant::now()) {
             return;
         }
-        let Some(listener) = &self.listener else {
+        if self.listeners.is_empty() {
             return;
-        };
+        }
         let have = self.live_in(self.generation);
         for _ in have..self.target {
-            let (config, listener) = (&self.config, &listener.socket);
-            match self.spawn(config.clone(), &self.site_labels, listener, self.generation) {
+            let sockets: Vec<&TcpListener> = self.listeners.iter().map(|l| &l.socket).collect();
+            match self.spawn(
+                self.config.clone(),
+                &self.site_labels,
+                &sockets,
+                self.generation,
+            ) {
                 Ok(child) => self.children.push(child),
                 Err(e) => {
                     log::alert(format_args!("cannot fork a worker: {e}"));
@@ -435,7 +442,7 @@ impl Master {
         &self,
         config: Config,
         labels: &[u8],
-        listener: &TcpListener,
+        listeners: &[&TcpListener],
         generation: u64,
     ) -> io::Result<Child> {
         let (ours, theirs) = UnixStream::pair()?;
@@ -473,7 +480,10 @@ impl Master {
                     let (logs, log_of) = worker::open_logs(&config)?;
                     let sites = Sites::open(&config, |i| log_of[i], labels)?;
                     let init = WorkerInit {
-                        listeners: vec![listener.try_clone()?],
+                        listeners: listeners
+                            .iter()
+                            .map(|l| l.try_clone())
+                            .collect::<io::Result<_>>()?,
                         channel: theirs,
                         balance: Balance::new(
                             self.scoreboard.table(),
@@ -656,7 +666,7 @@ impl Master {
         self.shutdown = Some((how, deadline));
         // Stop accepting at once: the workers took what was queued before closing theirs.
         self.retired_listeners.clear();
-        self.listener = None;
+        self.listeners.clear();
         if let Some(p) = self.pending.take() {
             drop(p);
         }
@@ -681,6 +691,15 @@ impl Master {
             self.last_reload
         )
     }
+}
+
+/// "a, b, c" for logs.
+pub(super) fn addr_list(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Takes the received listener bound to `addr` out of `spare`, if there is one.

@@ -14,6 +14,7 @@
 //! The outcome is announced to systemd and, when `pid_file` is set, written to
 //! `<pid_file>.reload` for `srvd reload` (see [`crate::reload_cmd`]).
 
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -30,8 +31,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PendingReload {
     pub generation: u64,
     pub config: Config,
-    /// A newly bound listener when the address changed.
-    pub listener: Option<Listener>,
+    /// Listeners for addresses the current generation does not serve (newly bound, or
+    /// received from systemd).
+    pub fresh: Vec<Listener>,
     /// `Some` when `[admin]` changed: the new admin listener (`None`: removed).
     pub admin: Option<Option<admin::Listener>>,
     /// The metrics label index of each of the new config's sites.
@@ -65,35 +67,37 @@ impl Master {
         for warning in &config.warnings {
             log::warn(format_args!("{warning}"));
         }
-        let Some(current) = &self.listener else {
-            return;
-        };
-        let received = super::take_listener(&mut self.spare_listeners, config.listen);
-        let listener = if config.listen == current.addr {
-            None
-        } else if received.is_some() {
-            // Received from systemd (or the previous master) at start: used, not re-bound.
-            received
-        } else {
-            match crate::sys::socket::bind_listener(config.listen) {
-                Ok(socket) => Some(Listener {
-                    addr: config.listen,
+        if self.listeners.is_empty() {
+            return; // stopping
+        }
+        // An address already served keeps its very socket; a new one is bound first (or
+        // taken from those systemd passed), and failing to bind rejects the reload.
+        let mut fresh: Vec<Listener> = Vec::new();
+        for &addr in &config.listeners {
+            if self.listeners.iter().any(|l| l.addr == addr) {
+                continue;
+            }
+            if let Some(l) = super::take_listener(&mut self.spare_listeners, addr) {
+                fresh.push(l);
+                continue;
+            }
+            match crate::sys::socket::bind_listener(addr) {
+                Ok(socket) => fresh.push(Listener {
+                    addr,
                     socket,
                     received: false,
                 }),
                 Err(e) => {
                     log::error(format_args!(
-                        "reload rejected: cannot listen on {}: {e}",
-                        config.listen
+                        "reload rejected: cannot listen on {addr}: {e}"
                     ));
-                    self.finish_reload(format!(
-                        "rejected: cannot listen on {}: {e}",
-                        config.listen
-                    ));
+                    self.spare_listeners
+                        .extend(fresh.into_iter().filter(|l| l.received));
+                    self.finish_reload(format!("rejected: cannot listen on {addr}: {e}"));
                     return;
                 }
             }
-        };
+        }
         let current_admin = self.admin.listener.as_ref().map(|l| &l.addr);
         let admin = if config.admin.as_ref() == current_admin {
             None
@@ -105,6 +109,8 @@ impl Master {
                     log::error(format_args!(
                         "reload rejected: cannot listen on admin {addr}: {e}"
                     ));
+                    self.spare_listeners
+                        .extend(fresh.into_iter().filter(|l| l.received));
                     self.finish_reload(format!("rejected: cannot listen on admin {addr}: {e}"));
                     return;
                 }
@@ -116,8 +122,15 @@ impl Master {
         let generation = self.generation + 1;
         let mut started = 0;
         for _ in 0..config.workers {
-            let socket = listener.as_ref().map_or(&current.socket, |l| &l.socket);
-            match self.spawn(config.clone(), &labels, socket, generation) {
+            let sockets: Vec<&TcpListener> = config
+                .listeners
+                .iter()
+                .map(|a| {
+                    let l = self.listeners.iter().chain(&fresh).find(|l| l.addr == *a);
+                    &l.expect("every address is served or was just bound").socket
+                })
+                .collect();
+            match self.spawn(config.clone(), &labels, &sockets, generation) {
                 // Into the table at once: the next spawn must see this one's slot taken.
                 Ok(child) => {
                     self.children.push(child);
@@ -133,7 +146,7 @@ impl Master {
         self.pending = Some(PendingReload {
             generation,
             config,
-            listener,
+            fresh,
             admin,
             labels,
             deadline: Instant::now() + READY_TIMEOUT,
@@ -165,11 +178,17 @@ impl Master {
             for c in self.children.iter_mut().filter(|c| c.generation == old) {
                 c.retiring = true;
             }
-            if let Some(new_listener) = p.listener {
-                if let Some(previous) = self.listener.replace(new_listener) {
-                    self.retired_listeners.push((old, previous));
+            // The new set in config order: kept sockets and fresh ones; the rest retire
+            // with the old generation.
+            let mut pool: Vec<Listener> = std::mem::take(&mut self.listeners);
+            pool.extend(p.fresh);
+            for &addr in &p.config.listeners {
+                if let Some(i) = pool.iter().position(|l| l.addr == addr) {
+                    self.listeners.push(pool.swap_remove(i));
                 }
             }
+            self.retired_listeners
+                .extend(pool.into_iter().map(|l| (old, l)));
             if let Some(admin) = p.admin {
                 match &admin {
                     Some(l) => log::notice(format_args!("admin listener on {}", l.addr)),
@@ -184,7 +203,8 @@ impl Master {
             self.backoff = Default::default();
             log::notice(format_args!(
                 "reload done: generation {generation}, {} workers on {}",
-                self.target, self.config.listen
+                self.target,
+                super::addr_list(&self.config.listeners)
             ));
             self.finish_reload("ok".into());
         } else if Instant::now() >= p.deadline {
@@ -197,9 +217,8 @@ impl Master {
     /// Abandons the pending reload: its workers drain, the current generation stays.
     pub(super) fn fail_reload(&mut self, why: String) {
         let Some(p) = self.pending.take() else { return };
-        if let Some(l) = p.listener.filter(|l| l.received) {
-            self.spare_listeners.push(l);
-        }
+        self.spare_listeners
+            .extend(p.fresh.into_iter().filter(|l| l.received));
         let generation = p.generation;
         self.signal_workers(Signal::SIGQUIT, |c| c.generation == generation);
         for c in self

@@ -120,9 +120,7 @@ impl Master {
     fn spawn_new_master(&self) -> io::Result<PendingUpgrade> {
         let exec = self.exec.as_ref().expect("checked by the caller");
         let mut sockets = Vec::new();
-        if let Some(l) = &self.listener {
-            sockets.push((&l.socket, l.received));
-        }
+        sockets.extend(self.listeners.iter().map(|l| (&l.socket, l.received)));
         sockets.extend(self.spare_listeners.iter().map(|l| (&l.socket, l.received)));
         let (ours, theirs) = UnixStream::pair()?;
         ours.set_nonblocking(true)?;

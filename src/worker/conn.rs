@@ -135,6 +135,8 @@ impl Default for LogEntry {
 pub struct Conn {
     pub stream: TcpStream,
     peer: IpAddr,
+    /// Port of the listener that accepted it (for the access log's host).
+    listen_port: u16,
     pub state: ConnState,
     /// Read buffer: `rbuf[rstart..rend]` is unparsed input; the vector is fully initialised.
     rbuf: Vec<u8>,
@@ -159,10 +161,17 @@ pub struct Conn {
 
 impl Conn {
     /// A new connection waits for its first head for `header_timeout`.
-    pub fn new(stream: TcpStream, peer: IpAddr, now: Instant, header_timeout: Duration) -> Conn {
+    pub fn new(
+        stream: TcpStream,
+        peer: IpAddr,
+        listen_port: u16,
+        now: Instant,
+        header_timeout: Duration,
+    ) -> Conn {
         Conn {
             stream,
             peer,
+            listen_port,
             state: ConnState::ReadingHead,
             rbuf: Vec::new(),
             rstart: 0,
@@ -317,7 +326,7 @@ impl Conn {
                             cx.now,
                         );
                         if cx.logs[site.log].enabled() {
-                            begin_log(&mut self.log, cx, site, self.peer, &req);
+                            begin_log(&mut self.log, cx, site, (self.peer, self.listen_port), &req);
                         }
                         let is_head = req.method == Method::Head;
                         let expect_continue = req.expect_continue;
@@ -387,7 +396,7 @@ impl Conn {
                     }
                 };
                 if cx.logs[site.log].enabled() {
-                    begin_log(&mut self.log, cx, site, self.peer, &req);
+                    begin_log(&mut self.log, cx, site, (self.peer, self.listen_port), &req);
                 }
                 let mut outcome = match status_override {
                     Some(status) => static_files::error_reply(
@@ -938,12 +947,18 @@ fn proxy_cx<'a>(client: &'a TcpStream, cx: &'a mut Ctx, site: usize) -> crate::p
 
 /// Starts the access-log entry of a request: the line up to the status, then the referer
 /// and user agent kept for the end of the line.
-fn begin_log(e: &mut LogEntry, cx: &mut Ctx, site: &Site, peer: IpAddr, req: &Request) {
+fn begin_log(
+    e: &mut LogEntry,
+    cx: &mut Ctx,
+    site: &Site,
+    (peer, listen_port): (IpAddr, u16),
+    req: &Request,
+) {
     e.log = site.log;
     e.format = site.config.log_format;
     e.started = (e.format == LogFormat::Json).then(Instant::now);
     let mut host = [0u8; 262];
-    let host = log_host(req, cx.config.listen.port(), &mut host);
+    let host = log_host(req, listen_port, &mut host);
     let start = LineStart {
         format: e.format,
         ip: peer,

@@ -298,7 +298,8 @@ impl Worker {
             };
             match crate::sys::socket::accept(listener) {
                 Ok((stream, ip)) => {
-                    self.add_conn(now, stream, ip);
+                    let port = self.config.listeners.get(index).map_or(0, |a| a.port());
+                    self.add_conn(now, stream, ip, port);
                     if !all {
                         break;
                     }
@@ -369,7 +370,13 @@ impl Worker {
         self.sync_listen();
     }
 
-    fn add_conn(&mut self, now: Instant, stream: std::net::TcpStream, ip: std::net::IpAddr) {
+    fn add_conn(
+        &mut self,
+        now: Instant,
+        stream: std::net::TcpStream,
+        ip: std::net::IpAddr,
+        port: u16,
+    ) {
         let index = match self.free.pop() {
             Some(i) => i as usize,
             None => {
@@ -384,7 +391,7 @@ impl Worker {
         };
         let slot = &mut self.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
-        slot.conn = Some(Conn::new(stream, ip, now, self.config.header_timeout));
+        slot.conn = Some(Conn::new(stream, ip, port, now, self.config.header_timeout));
         slot.interest = Wait::Readable;
         slot.registered = false;
         self.live += 1;
