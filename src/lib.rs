@@ -11,6 +11,8 @@
 //! - [`http`] parses request heads and encodes response heads; pure, no I/O.
 //! - [`static_files`] turns a request into a response: path, file, validators, ranges.
 //! - [`log`] is the error log (stderr) and the access log.
+//! - [`tls`] loads certificates, builds a generation's rustls configuration and adapts a
+//!   rustls connection to the non-blocking loop (not wired into the worker yet).
 //! - [`sys`] is the only module allowed `unsafe`: fork, raw fds, sendfile, openat2.
 //!
 //! Dependencies point one way: `master`/`worker` → `http`, `static_files` → `sys`,
@@ -29,4 +31,5 @@ pub mod site;
 pub mod static_files;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod tls;
 pub mod worker;
