@@ -22,6 +22,7 @@
 //! and TLS 1.2 (ECDHE with AEAD suites only); TLS 1.0 and 1.1 do not exist in rustls.
 
 pub mod certs;
+pub mod server;
 pub mod tickets;
 
 use std::sync::Arc;

@@ -32,7 +32,7 @@
 //! dropped, not zeroed (best effort, like rustls's own ticketer).
 //!
 //! **Across reloads.** The master may create one `TicketKeys` for its whole life and hand a clone
-//! of the `Arc` to each generation's `server::server_config`: resumption then survives a
+//! of the `Arc` to each generation's [`super::server::server_config`]: resumption then survives a
 //! reload. It must then call [`TicketKeys::advance`] at least once a period (on its loop
 //! wake-ups and before each fork), so that its own copy does not keep an old secret from which
 //! every later key follows. Creating a new one per generation is also correct; resumption then
