@@ -23,6 +23,7 @@
 
 pub mod certs;
 pub mod server;
+pub mod stream;
 pub mod tickets;
 
 use std::sync::Arc;

@@ -1,16 +1,26 @@
 //! Tests of the TLS modules together: certificates generated with rcgen (and openssl, when it
-//! is installed, for the PKCS#1 and SEC1 forms it writes). No key is committed: every test
-//! makes its own.
+//! is installed, for the PKCS#1 and SEC1 forms it writes), and real handshakes between a rustls
+//! client and [`TlsConn`] over a non-blocking loopback TCP pair, both sides driven by hand.
+//! No key is committed: every test makes its own.
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use rcgen::{BasicConstraints, Certificate, CertificateParams, IsCa, KeyPair};
+use rustls::client::Resumption;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, HandshakeKind, ProtocolVersion, RootCertStore};
 
 use super::certs::{format_utc, CertError, KeyFormat, LoadedCert};
+use super::server::{server_config, SiteTls, SniResolver, UnknownName};
+use super::stream::{Progress, TlsConn, TlsError, TlsState, FILE_SLICE, SEND_BUFFER};
+use super::tickets::{TicketKeys, ROTATION};
 
 // ---- files and certificates ----
 
@@ -76,6 +86,12 @@ impl Ca {
             time::OffsetDateTime::now_utc() + time::Duration::days(365),
         );
         leaf + &self.cert.pem()
+    }
+
+    fn roots(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.cert.der().clone()).unwrap();
+        roots
     }
 }
 
@@ -423,4 +439,575 @@ fn unreadable_and_malformed_files_say_which_file_and_what() {
         .unwrap_err();
         assert!(err.to_string().starts_with(want), "{what}: {err}");
     }
+}
+
+// ---- handshakes ----
+
+/// Certificates for three sites: 0 the default ("default.example"), 1 "a.example.org",
+/// 2 "*.b.example.org".
+struct Sites {
+    ca: Ca,
+    default: Arc<LoadedCert>,
+    a: Arc<LoadedCert>,
+    b: Arc<LoadedCert>,
+    _dir: TempDir,
+}
+
+impl Sites {
+    fn new() -> Sites {
+        let dir = TempDir::new();
+        let ca = Ca::new();
+        let load = |name: &str, names: &[&str]| {
+            let key = KeyPair::generate().unwrap();
+            let cert = dir.write(&format!("{name}.pem"), ca.fullchain(names, &key));
+            let key = dir.write(&format!("{name}.key"), key.serialize_pem());
+            Arc::new(LoadedCert::load(&cert, &key, SystemTime::now()).unwrap())
+        };
+        let default = load("default", &["default.example"]);
+        let a = load("a", &["a.example.org"]);
+        let b = load("b", &["*.b.example.org"]);
+        Sites {
+            ca,
+            default,
+            a,
+            b,
+            _dir: dir,
+        }
+    }
+
+    fn list(&self) -> Vec<SiteTls> {
+        vec![
+            SiteTls {
+                site: 0,
+                hosts: vec![],
+                cert: Some(Arc::clone(&self.default)),
+            },
+            SiteTls {
+                site: 1,
+                hosts: vec!["a.example.org".into()],
+                cert: Some(Arc::clone(&self.a)),
+            },
+            SiteTls {
+                site: 2,
+                hosts: vec!["*.b.example.org".into()],
+                cert: Some(Arc::clone(&self.b)),
+            },
+            SiteTls {
+                site: 3,
+                hosts: vec!["plain.example.org".into()],
+                cert: None,
+            },
+        ]
+    }
+
+    fn resolver(&self, unknown: UnknownName) -> Arc<SniResolver> {
+        Arc::new(SniResolver::new(&self.list(), unknown))
+    }
+
+    /// A worker's server configuration; `seed` stands for the generation's ticket keys.
+    fn server(&self, seed: u8) -> Arc<rustls::ServerConfig> {
+        let keys = TicketKeys::from_seed(&[seed; 32], ROTATION, SystemTime::now());
+        server_config(
+            self.resolver(UnknownName::Default(Arc::clone(&self.default))),
+            Arc::new(keys),
+        )
+        .unwrap()
+    }
+
+    fn client(&self, version: &'static rustls::SupportedProtocolVersion) -> ClientConfig {
+        let mut config = ClientConfig::builder_with_provider(super::provider())
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(self.ca.roots())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config
+    }
+}
+
+fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    client.set_nonblocking(true).unwrap();
+    server.set_nonblocking(true).unwrap();
+    (client, server)
+}
+
+/// Both ends of one TLS connection over loopback.
+struct Link {
+    server: TlsConn,
+    ssock: TcpStream,
+    client: ClientConnection,
+    csock: TcpStream,
+    /// Plaintext each side received.
+    at_server: Vec<u8>,
+    at_client: Vec<u8>,
+}
+
+impl Link {
+    fn new(server: &Arc<rustls::ServerConfig>, client: &Arc<ClientConfig>, name: &str) -> Link {
+        let (csock, ssock) = tcp_pair();
+        Link {
+            server: TlsConn::new(server).unwrap(),
+            ssock,
+            client: ClientConnection::new(
+                Arc::clone(client),
+                ServerName::try_from(name.to_owned()).unwrap(),
+            )
+            .unwrap(),
+            csock,
+            at_server: Vec::new(),
+            at_client: Vec::new(),
+        }
+    }
+
+    /// One round of both sides, as two epoll loops would do it. `Err` names the side.
+    fn step(&mut self) -> Result<(), String> {
+        // The server: read and process, take plaintext, flush.
+        if self.server.wants_read() {
+            match self.server.read_tls_from_socket(&self.ssock) {
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = self.server.flush_to_socket(&self.ssock);
+                    return Err(format!("server: {e}"));
+                }
+            }
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.server.read_plain(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.at_server.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        self.server
+            .flush_to_socket(&self.ssock)
+            .map_err(|e| format!("server: {e}"))?;
+        // The client.
+        while self.client.wants_write() {
+            match self.client.write_tls(&mut &self.csock) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("client: {e}")),
+            }
+        }
+        if self.client.wants_read() {
+            match self.client.read_tls(&mut &self.csock) {
+                Ok(_) => {
+                    self.client
+                        .process_new_packets()
+                        .map_err(|e| format!("client: {e}"))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(format!("client: {e}")),
+            }
+        }
+        loop {
+            match self.client.reader().read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.at_client.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps until `done`, for at most ten seconds.
+    fn until(&mut self, what: &str, done: impl Fn(&Link) -> bool) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(self) {
+            self.step()?;
+            if Instant::now() > deadline {
+                return Err(format!("timed out waiting for {what}"));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(())
+    }
+
+    fn handshake(&mut self) -> Result<(), String> {
+        self.until("the handshake", |l| {
+            l.server.is_open() && !l.client.is_handshaking()
+        })
+    }
+
+    /// A request from the client and a response whose body is `file`, sent in slices.
+    fn exchange(&mut self, file: &fs::File, len: u64) -> Result<(), String> {
+        let request = b"GET /big HTTP/1.1\r\nHost: a.example.org\r\n\r\n";
+        self.client.writer().write_all(request).unwrap();
+        self.until("the request", |l| l.at_server.ends_with(b"\r\n\r\n"))?;
+        assert_eq!(self.at_server, request);
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+        assert_eq!(self.server.write_plain(head.as_bytes()), head.len());
+        let mut offset = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while offset < len {
+            // One writable event: flush, encrypt the next slice, flush.
+            if self.server.flush_to_socket(&self.ssock).unwrap() {
+                let n = self
+                    .server
+                    .encrypt_file_slice(file, offset, len - offset)
+                    .unwrap();
+                assert!(n <= FILE_SLICE);
+                offset += n as u64;
+            }
+            self.step()?;
+            assert!(Instant::now() < deadline, "timed out sending the body");
+        }
+        let want = head.len() + len as usize;
+        self.until("the response", |l| l.at_client.len() >= want)?;
+        assert_eq!(self.at_client.len(), want);
+        assert_eq!(&self.at_client[..head.len()], head.as_bytes());
+        Ok(())
+    }
+}
+
+/// A file of `len` bytes in a pattern that shows misplaced slices.
+fn body_file(dir: &TempDir, len: usize) -> (fs::File, Vec<u8>) {
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let path = dir.write("body.bin", &bytes);
+    (fs::File::open(path).unwrap(), bytes)
+}
+
+fn serves_a_request_over(
+    version: &'static rustls::SupportedProtocolVersion,
+    want: ProtocolVersion,
+) {
+    let sites = Sites::new();
+    let server = sites.server(1);
+    let client = Arc::new(sites.client(version));
+    let mut link = Link::new(&server, &client, "a.example.org");
+    link.handshake().unwrap();
+    assert_eq!(link.server.protocol_version(), Some(want));
+    assert_eq!(link.server.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(link.client.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(link.server.sni(), Some("a.example.org"));
+    assert_eq!(link.server.handshake_kind(), Some(HandshakeKind::Full));
+    let leaf = &link.client.peer_certificates().unwrap()[0];
+    assert_eq!(leaf, &sites.a.chain()[0]);
+
+    let dir = TempDir::new();
+    let len = 5 * FILE_SLICE + 12_345;
+    let (file, bytes) = body_file(&dir, len);
+    link.exchange(&file, len as u64).unwrap();
+    assert_eq!(&link.at_client[link.at_client.len() - len..], &bytes[..]);
+
+    // A clean close: close_notify flushed, the client sees the end of the stream.
+    link.server.send_close_notify();
+    assert_eq!(link.server.state(), TlsState::Closing);
+    assert!(link.server.flush_to_socket(&link.ssock).unwrap());
+    assert_eq!(link.server.state(), TlsState::Closed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match link.client.read_tls(&mut &link.csock) {
+            Ok(_) => {
+                let io = link.client.process_new_packets().unwrap();
+                if io.peer_has_closed() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("client: {e}"),
+        }
+        assert!(Instant::now() < deadline, "no close_notify");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(link.client.reader().read(&mut [0; 16]).unwrap(), 0);
+}
+
+#[test]
+fn tls13_handshake_serves_a_request_with_alpn_http11() {
+    serves_a_request_over(&rustls::version::TLS13, ProtocolVersion::TLSv1_3);
+}
+
+#[test]
+fn tls12_handshake_serves_a_request_with_alpn_http11() {
+    serves_a_request_over(&rustls::version::TLS12, ProtocolVersion::TLSv1_2);
+}
+
+/// A full handshake with `first`, then one with `second`; the second's kind.
+fn second_handshake_kind(
+    first: &Arc<rustls::ServerConfig>,
+    second: &Arc<rustls::ServerConfig>,
+    client: &Arc<ClientConfig>,
+) -> HandshakeKind {
+    let mut link = Link::new(first, client, "a.example.org");
+    link.handshake().unwrap();
+    assert_eq!(link.server.handshake_kind(), Some(HandshakeKind::Full));
+    // TLS 1.3 tickets come after the handshake: let the client read them.
+    link.client
+        .writer()
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .unwrap();
+    link.until("the request", |l| !l.at_server.is_empty())
+        .unwrap();
+    link.server.write_plain(b"HTTP/1.1 204 No Content\r\n\r\n");
+    link.until("the response", |l| !l.at_client.is_empty())
+        .unwrap();
+
+    let mut link = Link::new(second, client, "a.example.org");
+    link.handshake().unwrap();
+    let kind = link.server.handshake_kind().unwrap();
+    assert_eq!(link.client.handshake_kind(), Some(kind));
+    kind
+}
+
+#[test]
+fn tickets_resume_on_another_worker_of_the_generation_tls13_and_tls12() {
+    let sites = Sites::new();
+    // Two workers forked from one master hold the same ticket keys (same seed); a worker of
+    // another generation holds others.
+    let worker_a = sites.server(1);
+    let worker_b = sites.server(1);
+    let stranger = sites.server(2);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let client = Arc::new(sites.client(version));
+        assert_eq!(
+            second_handshake_kind(&worker_a, &worker_b, &client),
+            HandshakeKind::Resumed,
+            "{version:?}"
+        );
+        let client = Arc::new(sites.client(version));
+        assert_eq!(
+            second_handshake_kind(&worker_a, &stranger, &client),
+            HandshakeKind::Full,
+            "{version:?}"
+        );
+    }
+}
+
+#[test]
+fn tls12_session_ids_resume_on_the_same_worker() {
+    let sites = Sites::new();
+    let worker = sites.server(1);
+    let other = sites.server(1);
+    let mut config = sites.client(&rustls::version::TLS12);
+    config.resumption = Resumption::in_memory_sessions(16)
+        .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly);
+    let client = Arc::new(config);
+    assert_eq!(
+        second_handshake_kind(&worker, &worker, &client),
+        HandshakeKind::Resumed
+    );
+    // The id cache is per worker: another worker does a full handshake.
+    let mut config = sites.client(&rustls::version::TLS12);
+    config.resumption = Resumption::in_memory_sessions(16)
+        .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly);
+    let client = Arc::new(config);
+    assert_eq!(
+        second_handshake_kind(&worker, &other, &client),
+        HandshakeKind::Full
+    );
+}
+
+#[test]
+fn sni_selects_exact_wildcard_and_default_certificates() {
+    let sites = Sites::new();
+    let resolver = sites.resolver(UnknownName::Default(Arc::clone(&sites.default)));
+    let same = |got: Option<Arc<rustls::sign::CertifiedKey>>, want: &LoadedCert| {
+        got.is_some_and(|k| Arc::ptr_eq(&k, &want.key))
+    };
+    assert!(same(resolver.select(Some("a.example.org")), &sites.a));
+    assert!(same(resolver.select(Some("A.Example.Org")), &sites.a));
+    assert!(same(resolver.select(Some("x.b.example.org")), &sites.b));
+    assert!(same(resolver.select(Some("x.y.b.example.org")), &sites.b));
+    assert!(same(resolver.select(Some("b.example.org")), &sites.default));
+    assert!(same(
+        resolver.select(Some("unknown.example")),
+        &sites.default
+    ));
+    // A site without a certificate, and no SNI at all: the default.
+    assert!(same(
+        resolver.select(Some("plain.example.org")),
+        &sites.default
+    ));
+    assert!(same(resolver.select(None), &sites.default));
+    assert_eq!(resolver.site_for_sni("x.b.example.org"), Some(2));
+    assert_eq!(resolver.site_for_sni("plain.example.org"), Some(3));
+    assert_eq!(resolver.site_for_sni("unknown.example"), None);
+
+    let refusing = sites.resolver(UnknownName::Refuse);
+    assert!(same(refusing.select(Some("a.example.org")), &sites.a));
+    assert!(refusing.select(Some("unknown.example")).is_none());
+    assert!(refusing.select(Some("plain.example.org")).is_none());
+    assert!(refusing.select(None).is_none());
+
+    // Over the wire: the wildcard site's certificate, and the default for a client
+    // without SNI (it checks the name it was given, which the default covers).
+    let server = sites.server(1);
+    let client = Arc::new(sites.client(&rustls::version::TLS13));
+    let mut link = Link::new(&server, &client, "www.b.example.org");
+    link.handshake().unwrap();
+    assert_eq!(
+        link.client.peer_certificates().unwrap()[0],
+        sites.b.chain()[0]
+    );
+
+    let mut config = sites.client(&rustls::version::TLS13);
+    config.enable_sni = false;
+    let mut link = Link::new(&server, &Arc::new(config), "default.example");
+    link.handshake().unwrap();
+    assert_eq!(link.server.sni(), None);
+    assert_eq!(
+        link.client.peer_certificates().unwrap()[0],
+        sites.default.chain()[0]
+    );
+}
+
+#[test]
+fn an_unknown_name_is_refused_without_a_default() {
+    let sites = Sites::new();
+    let keys = Arc::new(TicketKeys::new(ROTATION).unwrap());
+    let server = server_config(sites.resolver(UnknownName::Refuse), keys).unwrap();
+    let client = Arc::new(sites.client(&rustls::version::TLS13));
+    let mut link = Link::new(&server, &client, "unknown.example");
+    let err = link.handshake().unwrap_err();
+    assert!(
+        err.starts_with("server: tls: ") && err.contains("no server certificate chain resolved"),
+        "{err}"
+    );
+    assert_eq!(
+        link.server.state(),
+        TlsState::Closed,
+        "the alert was flushed"
+    );
+    // The client got the alert.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let client_err = loop {
+        if let Ok(n) = link.client.read_tls(&mut &link.csock) {
+            if let Err(e) = link.client.process_new_packets() {
+                break e;
+            }
+            assert!(n > 0, "closed without an alert");
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(
+        client_err,
+        rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)
+    );
+}
+
+#[test]
+fn a_client_offering_only_h2_is_refused() {
+    let sites = Sites::new();
+    let server = sites.server(1);
+    let mut config = sites.client(&rustls::version::TLS13);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let mut link = Link::new(&server, &Arc::new(config), "a.example.org");
+    let err = link.handshake().unwrap_err();
+    assert!(
+        err.contains("server: tls: peer doesn't support any known protocol"),
+        "{err}"
+    );
+}
+
+#[test]
+fn advance_handshake_completes_and_the_send_buffer_is_bounded() {
+    let sites = Sites::new();
+    let server = sites.server(1);
+    let client = Arc::new(sites.client(&rustls::version::TLS13));
+    let mut link = Link::new(&server, &client, "a.example.org");
+    assert!(link.server.is_handshaking());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !link.server.advance_handshake(&link.ssock).unwrap() {
+        // Only the client's half of step(): the server is driven by advance_handshake.
+        while link.client.wants_write() {
+            if link.client.write_tls(&mut &link.csock).is_err() {
+                break;
+            }
+        }
+        if let Ok(n) = link.client.read_tls(&mut &link.csock) {
+            assert!(n > 0);
+            link.client.process_new_packets().unwrap();
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    assert!(link.server.is_open());
+
+    // Nothing flushed: the buffer takes at most SEND_BUFFER, then nothing.
+    let taken = link.server.write_plain(&vec![b'x'; 4 * SEND_BUFFER]);
+    assert!(taken > 0 && taken <= SEND_BUFFER, "{taken}");
+    assert_eq!(link.server.write_plain(b"more"), 0);
+    let dir = TempDir::new();
+    let (file, _) = body_file(&dir, 1000);
+    assert_eq!(link.server.encrypt_file_slice(&file, 0, 1000).unwrap(), 0);
+    assert!(link.server.wants_write());
+    // A file shorter than promised is an error, not a short body.
+    let mut other = Link::new(&server, &client, "a.example.org");
+    other.handshake().unwrap();
+    let err = other
+        .server
+        .encrypt_file_slice(&file, 1000, 10)
+        .unwrap_err();
+    assert!(matches!(err, TlsError::Io(ref e) if e.kind() == std::io::ErrorKind::UnexpectedEof));
+}
+
+// ---- not TLS ----
+
+/// A server-side connection whose client writes `parts` raw, one read after each.
+fn raw_first_flight(parts: &[&[u8]]) -> (Result<Progress, TlsError>, TlsConn) {
+    let sites = Sites::new();
+    let server = sites.server(1);
+    let (mut csock, ssock) = tcp_pair();
+    let mut conn = TlsConn::new(&server).unwrap();
+    let mut last = Ok(Progress::WouldBlock);
+    for part in parts {
+        csock.write_all(part).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        last = conn.read_tls_from_socket(&ssock);
+        if let Ok(Progress::WouldBlock) = last {
+            // Too few bytes to tell, and all of them taken: level-triggered epoll does not
+            // spin on them.
+            let err = ssock.peek(&mut [0u8; 1]).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        }
+    }
+    (last, conn)
+}
+
+#[test]
+fn plain_http_on_the_tls_port_is_recognised() {
+    let (res, conn) = raw_first_flight(&[b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\n"]);
+    assert!(matches!(res, Err(TlsError::PlainHttp)), "{res:?}");
+    assert_eq!(conn.state(), TlsState::Closed);
+    // Sent a byte at a time at first: no spinning on unread bytes, then recognised.
+    let (res, _) = raw_first_flight(&[b"G", b"E", b"T / HTTP/1.1\r\n\r\n"]);
+    assert!(matches!(res, Err(TlsError::PlainHttp)), "{res:?}");
+}
+
+#[test]
+fn garbage_on_the_tls_port_is_a_clean_error() {
+    let (res, conn) = raw_first_flight(&[b"\x00\xffhello there, not tls"]);
+    assert!(matches!(res, Err(TlsError::NotTls)), "{res:?}");
+    assert_eq!(conn.state(), TlsState::Closed);
+    // A handshake record header with nonsense inside: rustls's error, an alert queued.
+    let (res, conn) = raw_first_flight(&[b"\x16\x03\x01\x00\x05hello"]);
+    assert!(matches!(res, Err(TlsError::Tls(_))), "{res:?}");
+    assert_eq!(conn.state(), TlsState::Closing);
+    assert!(!conn.wants_read());
+}
+
+#[test]
+fn a_client_closing_during_the_handshake_is_an_error() {
+    let sites = Sites::new();
+    let server = sites.server(1);
+    let (csock, ssock) = tcp_pair();
+    let mut conn = TlsConn::new(&server).unwrap();
+    drop(csock);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match conn.advance_handshake(&ssock) {
+            Err(e) => break e,
+            Ok(done) => assert!(!done),
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert!(matches!(err, TlsError::HandshakeEof), "{err}");
+    assert_eq!(conn.state(), TlsState::Closed);
 }
