@@ -20,8 +20,10 @@
 //! The crypto is rustls with the *ring* provider ([`provider`]): no aws-lc-rs, so no cmake and no
 //! C build beyond ring's own. Protocol versions and cipher suites are rustls's defaults: TLS 1.3
 //! and TLS 1.2 (ECDHE with AEAD suites only); TLS 1.0 and 1.1 do not exist in rustls.
+//! [`ktls`] probes for kernel TLS, which is not used yet.
 
 pub mod certs;
+pub mod ktls;
 pub mod server;
 pub mod stream;
 pub mod tickets;
