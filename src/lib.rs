@@ -13,6 +13,8 @@
 //! - [`log`] is the error log (stderr) and the access log.
 //! - [`metrics`] is what workers count in the scoreboard and how the master renders it;
 //!   [`status_cmd`] is `srvd status`.
+//! - [`tls`] loads certificates, builds a generation's rustls configuration and adapts a
+//!   rustls connection to the non-blocking loop (not wired into the worker yet).
 //! - [`sys`] is the only module allowed `unsafe`: fork, raw fds, sendfile, openat2.
 //!
 //! Dependencies point one way: `master`/`worker` → `http`, `static_files` → `sys`,
@@ -33,4 +35,5 @@ pub mod static_files;
 pub mod status_cmd;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod tls;
 pub mod worker;
