@@ -253,14 +253,7 @@ impl Master {
                 "reloads={}\ngeneration={}\nresult={}\n",
                 self.reloads, self.generation, self.last_reload
             );
-            let target = crate::reload_cmd::state_path(path);
-            let tmp = target.with_extension("reload.tmp");
-            if std::fs::write(&tmp, state)
-                .and_then(|_| std::fs::rename(&tmp, &target))
-                .is_err()
-            {
-                log::warn(format_args!("cannot write \"{}\"", target.display()));
-            }
+            super::upgrade::write_state(&crate::reload_cmd::state_path(path), &state);
         }
     }
 }
