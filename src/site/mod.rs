@@ -51,10 +51,57 @@ pub struct Site {
 /// The sites of one generation and the lookup tables over their names.
 pub struct Sites {
     list: Vec<Site>,
-    exact: FxHashMap<Box<[u8]>, usize>,
-    /// Wildcards by suffix with its leading dot: "*.example.org" → ".example.org".
-    wildcard: FxHashMap<Box<[u8]>, usize>,
+    names: HostIndex,
     unknown: UnknownHost,
+}
+
+/// Host names → an index: exact names, and wildcards by suffix with its leading dot
+/// ("*.example.org" → ".example.org"). The one matching rule for `Host` and for the TLS
+/// SNI name (`tls::server`): exact first, then the longest suffix, one or more labels.
+#[derive(Default)]
+pub struct HostIndex {
+    exact: FxHashMap<Box<[u8]>, usize>,
+    wildcard: FxHashMap<Box<[u8]>, usize>,
+}
+
+impl HostIndex {
+    /// Adds a configured name (already lower-case, validated); a name given twice keeps
+    /// its first index (config validation refuses duplicates anyway).
+    pub fn insert(&mut self, host: &str, index: usize) {
+        match host.strip_prefix('*') {
+            Some(suffix) => self.wildcard.entry(suffix.as_bytes().into()),
+            None => self.exact.entry(host.as_bytes().into()),
+        }
+        .or_insert(index);
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The index for a normalised (lower-case, no trailing dot) host.
+    pub fn lookup(&self, host: &[u8]) -> Option<usize> {
+        if let Some(&i) = self.exact.get(host) {
+            return Some(i);
+        }
+        if self.wildcard.is_empty() {
+            return None;
+        }
+        // Suffixes from the longest (all but the first label) to the shortest.
+        let mut from = 0;
+        while let Some(dot) = host[from..].iter().position(|&b| b == b'.') {
+            let at = from + dot;
+            if let Some(&i) = self.wildcard.get(&host[at..]) {
+                return Some(i);
+            }
+            from = at + 1;
+        }
+        None
+    }
 }
 
 /// Where a request goes.
@@ -92,20 +139,15 @@ impl Sites {
                 label: labels.get(id).copied().unwrap_or(crate::metrics::OTHER),
             });
         }
-        let mut exact = FxHashMap::default();
-        let mut wildcard = FxHashMap::default();
+        let mut names = HostIndex::default();
         for site in &list {
             for host in &site.config.hosts {
-                match host.strip_prefix('*') {
-                    Some(suffix) => wildcard.insert(suffix.as_bytes().into(), site.id),
-                    None => exact.insert(host.as_bytes().into(), site.id),
-                };
+                names.insert(host, site.id);
             }
         }
         Ok(Sites {
             list,
-            exact,
-            wildcard,
+            names,
             unknown: config.unknown_host,
         })
     }
@@ -138,22 +180,7 @@ impl Sites {
     }
 
     fn lookup(&self, host: &[u8]) -> Option<usize> {
-        if let Some(&i) = self.exact.get(host) {
-            return Some(i);
-        }
-        if self.wildcard.is_empty() {
-            return None;
-        }
-        // Suffixes from the longest (all but the first label) to the shortest.
-        let mut from = 0;
-        while let Some(dot) = host[from..].iter().position(|&b| b == b'.') {
-            let at = from + dot;
-            if let Some(&i) = self.wildcard.get(&host[at..]) {
-                return Some(i);
-            }
-            from = at + 1;
-        }
-        None
+        self.names.lookup(host)
     }
 }
 

@@ -316,32 +316,19 @@ pub fn format_utc(t: SystemTime) -> String {
         Ok(d) => d.as_secs() as i64,
         Err(e) => -(e.duration().as_secs() as i64),
     };
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
+    // The calendar repeats every 400 years (146,097 days): a date before 1970 (an X.509
+    // time may be) is shifted into range for `log::civil` and the years shifted back.
+    const ERA: i64 = 146_097 * 86_400;
+    let eras = if secs < 0 {
+        (-secs).div_euclid(ERA) + 1
+    } else {
+        0
+    };
+    let (y, m, d, hh, mm, ss) = crate::log::civil((secs + eras * ERA) as u64);
+    let y = y - 400 * eras;
     let mut out = String::with_capacity(23);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
+    let _ = write!(out, "{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC");
     out
-}
-
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -20,7 +20,6 @@
 //!   per-worker cache ([`SESSION_CACHE`]), which only helps when they come back to the same
 //!   worker.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -67,10 +66,8 @@ pub enum UnknownName {
 pub struct SniResolver {
     /// Per entry: the site index and its certificate.
     entries: Vec<(usize, Option<Arc<CertifiedKey>>)>,
-    /// Exact names → entry.
-    exact: HashMap<Box<[u8]>, usize>,
-    /// Wildcard suffixes with their leading dot (".example.org") → entry.
-    wildcard: HashMap<Box<[u8]>, usize>,
+    /// Site names (exact, `*.suffix`) → entry, matched like `Host`.
+    names: crate::site::HostIndex,
     fallback: Option<Arc<CertifiedKey>>,
 }
 
@@ -78,22 +75,17 @@ impl SniResolver {
     /// A resolver over `sites` (a name claimed twice goes to the first site claiming it, as
     /// config validation already refuses duplicates).
     pub fn new(sites: &[SiteTls], unknown: UnknownName) -> SniResolver {
-        let mut exact = HashMap::new();
-        let mut wildcard = HashMap::new();
+        let mut names = crate::site::HostIndex::default();
         let mut entries = Vec::with_capacity(sites.len());
         for (i, site) in sites.iter().enumerate() {
             entries.push((site.site, site.cert.as_ref().map(|c| Arc::clone(&c.key))));
             for host in &site.hosts {
-                match host.strip_prefix('*') {
-                    Some(suffix) => wildcard.entry(suffix.as_bytes().into()).or_insert(i),
-                    None => exact.entry(host.as_bytes().into()).or_insert(i),
-                };
+                names.insert(host, i);
             }
         }
         SniResolver {
             entries,
-            exact,
-            wildcard,
+            names,
             fallback: match unknown {
                 UnknownName::Default(cert) => Some(Arc::clone(&cert.key)),
                 UnknownName::Refuse => None,
@@ -123,19 +115,7 @@ impl SniResolver {
         for (o, &b) in host.iter_mut().zip(name) {
             *o = b.to_ascii_lowercase();
         }
-        if let Some(&i) = self.exact.get(&*host) {
-            return Some(i);
-        }
-        // Suffixes from the longest (all but the first label) to the shortest.
-        let mut from = 0;
-        while let Some(dot) = host[from..].iter().position(|&b| b == b'.') {
-            let at = from + dot;
-            if let Some(&i) = self.wildcard.get(&host[at..]) {
-                return Some(i);
-            }
-            from = at + 1;
-        }
-        None
+        self.names.lookup(host)
     }
 }
 
@@ -157,8 +137,7 @@ impl fmt::Debug for SniResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SniResolver")
             .field("sites", &self.entries.len())
-            .field("exact", &self.exact.len())
-            .field("wildcard", &self.wildcard.len())
+            .field("names", &self.names.len())
             .field("default", &self.fallback.is_some())
             .finish()
     }
