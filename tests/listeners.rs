@@ -50,16 +50,11 @@ fn loopback(port: u16) -> SocketAddr {
 /// The inodes of the listening TCP sockets process `pid` holds (`socket:[N]` links whose
 /// inode is in LISTEN state in /proc/net/tcp{,6}).
 fn listening_inodes(pid: i32) -> Vec<String> {
-    let mut listening = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 9 && f[3] == "0A" {
-                listening.push(f[9].to_owned());
-            }
-        }
-    }
+    let listening: Vec<String> = tcp_table(true)
+        .into_iter()
+        .filter(|r| r.state == *b"0A")
+        .map(|r| r.inode.to_string())
+        .collect();
     let mut found: Vec<String> = fds_of(pid)
         .into_iter()
         .filter_map(|(_, target)| {

@@ -66,30 +66,14 @@ struct ListenSocket {
 /// Every socket in LISTEN state on `port` (one, normally; two would mean it was bound
 /// again).
 fn listening(port: u16) -> Vec<ListenSocket> {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let mut out = Vec::new();
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 10 || f[3] != "0A" {
-            continue;
-        }
-        let local_port = f[1]
-            .rsplit(':')
-            .next()
-            .and_then(|p| u16::from_str_radix(p, 16).ok());
-        if local_port != Some(port) {
-            continue;
-        }
-        let queued = f[4]
-            .split(':')
-            .nth(1)
-            .and_then(|q| u64::from_str_radix(q, 16).ok())
-            .unwrap_or(0);
-        if let Ok(inode) = f[9].parse::<u64>() {
-            out.push(ListenSocket { inode, queued });
-        }
-    }
-    out
+    tcp_table(false)
+        .into_iter()
+        .filter(|r| r.state == *b"0A" && r.port == port)
+        .map(|r| ListenSocket {
+            inode: r.inode,
+            queued: r.rx_queue,
+        })
+        .collect()
 }
 
 /// The one listening socket on `port`, or a failure naming all of them.

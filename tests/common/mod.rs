@@ -498,29 +498,66 @@ pub fn status_line(bytes: &[u8]) -> String {
     text.split("\r\n").next().unwrap_or("").to_string()
 }
 
+/// A row of /proc/net/tcp (IPv4) or /proc/net/tcp6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpRow {
+    pub port: u16,
+    /// The kernel's state code: "0A" LISTEN, "01" ESTABLISHED.
+    pub state: [u8; 2],
+    /// For a listening socket: connections waiting in its accept queue.
+    pub rx_queue: u64,
+    /// 0 for a connection not accepted yet.
+    pub inode: u64,
+}
+
+/// Every socket of /proc/net/tcp (and /proc/net/tcp6 when `v6`).
+pub fn tcp_table(v6: bool) -> Vec<TcpRow> {
+    let mut out = Vec::new();
+    let tables: &[&str] = if v6 {
+        &["/proc/net/tcp", "/proc/net/tcp6"]
+    } else {
+        &["/proc/net/tcp"]
+    };
+    for table in tables {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || f[3].len() != 2 {
+                continue;
+            }
+            let Some(port) = f[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+            else {
+                continue;
+            };
+            let rx_queue = f[4]
+                .split(':')
+                .nth(1)
+                .and_then(|q| u64::from_str_radix(q, 16).ok())
+                .unwrap_or(0);
+            let state = [f[3].as_bytes()[0], f[3].as_bytes()[1]];
+            let inode = f[9].parse::<u64>().unwrap_or(0);
+            out.push(TcpRow {
+                port,
+                state,
+                rx_queue,
+                inode,
+            });
+        }
+    }
+    out
+}
+
 /// Inodes of the server-side ends of ESTABLISHED IPv4 connections to local `port`, from
 /// /proc/net/tcp (0 = not yet accepted, left out).
 pub fn established_server_inodes(port: u16) -> Vec<u64> {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let mut out = Vec::new();
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 10 || f[3] != "01" {
-            continue;
-        }
-        let local_port = f[1]
-            .rsplit(':')
-            .next()
-            .and_then(|p| u16::from_str_radix(p, 16).ok());
-        if local_port != Some(port) {
-            continue;
-        }
-        if let Ok(inode) = f[9].parse::<u64>() {
-            if inode != 0 {
-                out.push(inode);
-            }
-        }
-    }
+    let mut out: Vec<u64> = tcp_table(false)
+        .into_iter()
+        .filter(|r| r.state == *b"01" && r.port == port && r.inode != 0)
+        .map(|r| r.inode)
+        .collect();
     out.sort();
     out
 }
