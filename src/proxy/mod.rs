@@ -28,7 +28,7 @@ pub mod pool;
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::Arc;
@@ -42,7 +42,6 @@ use crate::http::response::Connection;
 use crate::http::upstream::{self, Cidr, Forward, Framing};
 use crate::http::{request, Method, Status};
 use crate::site::Site;
-use crate::sys::socket::send;
 use pool::{Pool, UpConn};
 
 /// Response bytes held in memory per session before spilling to a temp file.
@@ -103,7 +102,7 @@ impl Upstreams {
 
 /// What a session borrows from its connection and worker while it is driven.
 pub struct Cx<'a> {
-    pub client: &'a TcpStream,
+    pub client: &'a mut crate::worker::client::Client,
     pub epoll: &'a Epoll,
     /// The client connection's epoll token (upstream connections have their own, see
     /// [`pool`]; the worker maps their events back to this one).
@@ -213,9 +212,9 @@ impl Queue {
     }
 
     /// Sends what the client takes; Ok(true) when everything queued went out.
-    fn flush(&mut self, client: &TcpStream) -> io::Result<bool> {
+    fn flush(&mut self, client: &mut crate::worker::client::Client) -> io::Result<bool> {
         while self.pos < self.mem.len() {
-            match send(client, &self.mem[self.pos..], false) {
+            match client.send(&self.mem[self.pos..], false) {
                 Ok(n) => {
                     self.pos += n;
                     self.sent += n as u64;
@@ -229,26 +228,21 @@ impl Queue {
         self.pos = 0;
         if let Some(s) = self.spill.as_mut() {
             while s.read < s.write {
-                let mut off = s.read as i64;
                 let count = (s.write - s.read).min(4 << 20) as usize;
-                match nix::sys::sendfile::sendfile64(
-                    client.as_fd(),
-                    s.file.as_fd(),
-                    Some(&mut off),
-                    count,
-                ) {
+                match client.send_file(&s.file, s.read, count) {
                     Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
                     Ok(n) => {
                         s.read += n as u64;
                         self.sent += n as u64;
                     }
-                    Err(nix::errno::Errno::EAGAIN) => return Ok(false),
-                    Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => return Err(e.into()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
                 }
             }
         }
-        Ok(true)
+        // TLS records still waiting count as not sent yet.
+        client.flush()
     }
 }
 
@@ -502,7 +496,7 @@ impl Session {
             match self.phase {
                 Phase::ReadingBody => {
                     let mut buf = [0u8; 16 * 1024];
-                    match (&*cx.client).read(&mut buf) {
+                    match cx.client.read(&mut buf) {
                         Ok(0) => return Step::Abort,
                         Ok(n) => {
                             if let Err(status) = self.take_body(&buf[..n]) {
@@ -657,7 +651,7 @@ impl Session {
                 Phase::Relaying => {
                     // Client first: what it takes frees room to read more.
                     let before = self.queue.sent;
-                    match self.queue.flush(cx.client) {
+                    match self.queue.flush(&mut *cx.client) {
                         Ok(_) => {}
                         Err(_) => return self.abort(cx),
                     }
@@ -718,7 +712,7 @@ impl Session {
         let mut buf = [0u8; 16 * 1024];
         loop {
             let mut progress = false;
-            match self.queue.flush(cx.client) {
+            match self.queue.flush(&mut *cx.client) {
                 Ok(_) => {}
                 Err(_) => return self.abort(cx),
             }
@@ -737,7 +731,7 @@ impl Session {
             if self.out_pos == self.out.len() {
                 self.out.clear();
                 self.out_pos = 0;
-                match (&*cx.client).read(&mut buf) {
+                match cx.client.read(&mut buf) {
                     Ok(0) => return self.abort(cx),
                     Ok(n) => {
                         self.out.extend_from_slice(&buf[..n]);
@@ -1224,7 +1218,7 @@ impl Session {
         let _ = self.queue.push(&out, false);
         self.body_up = BodyUp::Done;
         self.phase = Phase::Relaying;
-        match self.queue.flush(cx.client) {
+        match self.queue.flush(&mut *cx.client) {
             Ok(true) => {
                 self.phase = Phase::Finished;
                 Step::Done { close: self.close }
@@ -1330,7 +1324,7 @@ impl Session {
         let mut probe = [0u8; 1];
         matches!(
             nix::sys::socket::recv(
-                std::os::fd::AsRawFd::as_raw_fd(cx.client),
+                std::os::fd::AsRawFd::as_raw_fd(&cx.client.stream),
                 &mut probe,
                 nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT
             ),

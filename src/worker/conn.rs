@@ -17,11 +17,11 @@
 //! class, when its response is complete (where its access-log line is written); bytes are
 //! counted as each send returns; a deadline is counted by what it waited for.
 
-use std::io::{self, Read};
-use std::net::{IpAddr, Shutdown, TcpStream};
-use std::os::fd::AsFd;
+use std::io;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::client::Client;
 use crate::config::site::LogFormat;
 use crate::config::Config;
 use crate::http::body::BodySkipper;
@@ -33,7 +33,6 @@ use crate::log::{AccessLog, LineEnd, LineStart};
 use crate::metrics::{ConnClass, Recorder, Timeout};
 use crate::site::{Selected, Site, Sites};
 use crate::static_files::{self, Body, Chunk, Files};
-use crate::sys::socket::send;
 
 /// Initial read buffer: enough for any ordinary request head.
 const READ_BUF: usize = 4 * 1024;
@@ -133,7 +132,8 @@ impl Default for LogEntry {
 
 /// One client connection.
 pub struct Conn {
-    pub stream: TcpStream,
+    /// The socket, and the TLS session over it on a TLS listener.
+    pub client: Client,
     peer: IpAddr,
     /// Port of the listener that accepted it (for the access log's host).
     listen_port: u16,
@@ -162,14 +162,14 @@ pub struct Conn {
 impl Conn {
     /// A new connection waits for its first head for `header_timeout`.
     pub fn new(
-        stream: TcpStream,
+        client: Client,
         peer: IpAddr,
         listen_port: u16,
         now: Instant,
         header_timeout: Duration,
     ) -> Conn {
         Conn {
-            stream,
+            client,
             peer,
             listen_port,
             state: ConnState::ReadingHead,
@@ -208,6 +208,32 @@ impl Conn {
 
     /// Advances the connection as far as the socket allows.
     pub fn drive(&mut self, cx: &mut Ctx) -> Wait {
+        if self.client.wants_write() {
+            // TLS records left from an earlier drive (the socket was full): out first.
+            if self.client.flush().is_err() {
+                return Wait::Close;
+            }
+        }
+        let wait = self.drive_states(cx);
+        match wait {
+            // Records still waiting for the socket: wake when it takes more (a read made
+            // then flushes them first).
+            Wait::Readable | Wait::Hangup if self.client.wants_write() => Wait::Writable,
+            // Closing with records waiting would cut the last response: linger instead.
+            Wait::Close if self.client.wants_write() && self.client.flush().is_ok() => {
+                if self.client.wants_write() {
+                    self.state = ConnState::Lingering;
+                    self.deadline = cx.now + LINGER;
+                    Wait::Writable
+                } else {
+                    Wait::Close
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn drive_states(&mut self, cx: &mut Ctx) -> Wait {
         loop {
             let next = match self.state {
                 ConnState::ReadingHead => self.read_head(cx),
@@ -271,7 +297,7 @@ impl Conn {
                 self.rbuf.resize(grown, 0);
             }
         }
-        match (&self.stream).read(&mut self.rbuf[self.rend..]) {
+        match self.client.read(&mut self.rbuf[self.rend..]) {
             Ok(0) => {
                 // The client half-closed in the middle of a request head: that head will
                 // never be complete, and the answer to it is a 400 (then the close).
@@ -475,7 +501,7 @@ impl Conn {
                 if expect_continue {
                     if let Some(line) = session.continue_line() {
                         // Best effort, like nginx: a client that waits gets its go-ahead.
-                        if let Ok(n) = send(&self.stream, line, false) {
+                        if let Ok(n) = self.client.send(line, false) {
                             cx.metrics.sent(n);
                         }
                     }
@@ -516,7 +542,7 @@ impl Conn {
         };
         let metrics = cx.metrics;
         let before = session.sent();
-        let mut pcx = proxy_cx(&self.stream, cx, *site);
+        let mut pcx = proxy_cx(&mut self.client, cx, *site);
         let step = session.drive(&mut pcx);
         metrics.sent((session.sent() - before) as usize);
         self.deadline = session.deadline;
@@ -555,7 +581,7 @@ impl Conn {
                 self.rbuf[..leftover.len()].copy_from_slice(&leftover);
                 self.rend = leftover.len();
                 if close || cx.draining {
-                    let _ = self.stream.shutdown(Shutdown::Write);
+                    self.client.shutdown_write();
                     self.state = ConnState::Lingering;
                     self.deadline = cx.now + LINGER;
                     return Step::Continue;
@@ -578,7 +604,7 @@ impl Conn {
         let more = !matches!(body, Body::None);
         while self.out_pos < self.out.len() {
             // MSG_MORE holds the head back until the file body follows it in one segment.
-            match send(&self.stream, &self.out[self.out_pos..], more) {
+            match self.client.send(&self.out[self.out_pos..], more) {
                 Ok(n) => {
                     cx.metrics.sent(n);
                     self.out_pos += n;
@@ -595,10 +621,12 @@ impl Conn {
         loop {
             let step = match body {
                 Body::None => break,
-                Body::File { file, offset, end } => send_file(&self.stream, file, offset, *end, m),
+                Body::File { file, offset, end } => {
+                    send_file(&mut self.client, file, offset, *end, m)
+                }
                 Body::Multipart { file, chunks } => match chunks.front_mut() {
                     None => break,
-                    Some(Chunk::Bytes(bytes)) => match send_bytes(&self.stream, bytes, m) {
+                    Some(Chunk::Bytes(bytes)) => match send_bytes(&mut self.client, bytes, m) {
                         Sent::Done => {
                             chunks.pop_front();
                             Sent::Progress
@@ -606,7 +634,7 @@ impl Conn {
                         other => other,
                     },
                     Some(Chunk::File { offset, end }) => {
-                        match send_file(&self.stream, file, offset, *end, m) {
+                        match send_file(&mut self.client, file, offset, *end, m) {
                             Sent::Done => {
                                 chunks.pop_front();
                                 Sent::Progress
@@ -637,7 +665,7 @@ impl Conn {
                 // Nothing pending in either direction: a plain close sends FIN, no RST.
                 return Step::Wait(Wait::Close);
             }
-            let _ = self.stream.shutdown(Shutdown::Write);
+            self.client.shutdown_write();
             self.state = ConnState::Lingering;
             self.deadline = cx.now + LINGER;
             return Step::Continue;
@@ -665,7 +693,7 @@ impl Conn {
     /// (or has closed), so closing now cannot turn into a reset.
     fn nothing_unread(&mut self) -> bool {
         let mut probe = [0u8; 64];
-        match (&self.stream).read(&mut probe) {
+        match self.client.read(&mut probe) {
             Ok(0) => true,
             Ok(_) => false,
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
@@ -711,7 +739,7 @@ impl Conn {
     /// Lingering: read and drop input until the peer closes or the deadline passes.
     fn linger(&mut self) -> Step {
         let mut sink = [0u8; 1024];
-        match (&self.stream).read(&mut sink) {
+        match self.client.read(&mut sink) {
             Ok(0) => Step::Wait(Wait::Close),
             Ok(_) => Step::Continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Wait(Wait::Readable),
@@ -729,7 +757,7 @@ impl Conn {
         if let ConnState::Proxying(session, site) = &mut self.state {
             let metrics = cx.metrics;
             let before = session.sent();
-            let mut pcx = proxy_cx(&self.stream, cx, *site);
+            let mut pcx = proxy_cx(&mut self.client, cx, *site);
             if session.status == 101 {
                 // An idle tunnel: its request was answered by the switch.
                 metrics.request(self.label, 101);
@@ -782,7 +810,7 @@ impl Conn {
 
     /// The error reply to a head that will never be complete, just before the close: one
     /// non-blocking write, whatever fits.
-    fn send_last_words(&self, cx: &mut Ctx, status: Status) {
+    fn send_last_words(&mut self, cx: &mut Ctx, status: Status) {
         let mut out = Vec::new();
         static_files::error_reply(
             cx.sites.default_site(),
@@ -793,7 +821,7 @@ impl Conn {
             Connection::Close,
             &mut out,
         );
-        if let Ok(n) = send(&self.stream, &out, false) {
+        if let Ok(n) = self.client.send(&out, false) {
             cx.metrics.sent(n);
         }
     }
@@ -883,8 +911,8 @@ enum Sent {
     Failed,
 }
 
-fn send_bytes(stream: &TcpStream, bytes: &mut Vec<u8>, metrics: Recorder) -> Sent {
-    let sent = send(stream, bytes, true);
+fn send_bytes(client: &mut Client, bytes: &mut Vec<u8>, metrics: Recorder) -> Sent {
+    let sent = client.send(bytes, true);
     if let Ok(n) = sent {
         metrics.sent(n);
     }
@@ -901,7 +929,7 @@ fn send_bytes(stream: &TcpStream, bytes: &mut Vec<u8>, metrics: Recorder) -> Sen
 }
 
 fn send_file(
-    stream: &TcpStream,
+    client: &mut Client,
     file: &std::fs::File,
     offset: &mut u64,
     end: u64,
@@ -911,8 +939,7 @@ fn send_file(
         return Sent::Done;
     }
     let count = (end - *offset).min(SENDFILE_CHUNK as u64) as usize;
-    let mut off = *offset as i64;
-    match nix::sys::sendfile::sendfile64(stream.as_fd(), file.as_fd(), Some(&mut off), count) {
+    match client.send_file(file, *offset, count) {
         // The file shrank under us: the promised length cannot be delivered.
         Ok(0) => Sent::Failed,
         Ok(n) => {
@@ -924,14 +951,14 @@ fn send_file(
                 Sent::Progress
             }
         }
-        Err(nix::errno::Errno::EAGAIN) => Sent::Blocked,
-        Err(nix::errno::Errno::EINTR) => Sent::Progress,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Sent::Blocked,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Sent::Progress,
         Err(_) => Sent::Failed,
     }
 }
 
 /// What a proxy session borrows from the connection and the worker.
-fn proxy_cx<'a>(client: &'a TcpStream, cx: &'a mut Ctx, site: usize) -> crate::proxy::Cx<'a> {
+fn proxy_cx<'a>(client: &'a mut Client, cx: &'a mut Ctx, site: usize) -> crate::proxy::Cx<'a> {
     crate::proxy::Cx {
         client,
         epoll: cx.epoll,

@@ -15,6 +15,7 @@
 //! its epoll and signal pipe, its access log and its connections.
 
 pub mod balance;
+pub mod client;
 pub mod conn;
 
 use std::io::{self, Write};
@@ -391,7 +392,13 @@ impl Worker {
         };
         let slot = &mut self.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
-        slot.conn = Some(Conn::new(stream, ip, port, now, self.config.header_timeout));
+        slot.conn = Some(Conn::new(
+            client::Client::plain(stream),
+            ip,
+            port,
+            now,
+            self.config.header_timeout,
+        ));
         slot.interest = Wait::Readable;
         slot.registered = false;
         self.live += 1;
@@ -471,9 +478,9 @@ impl Worker {
             .expect("watch is called for live connections");
         let mut ev = EpollEvent::new(flags, token);
         if slot.registered {
-            self.epoll.modify(conn.stream.as_fd(), &mut ev)?;
+            self.epoll.modify(conn.client.stream.as_fd(), &mut ev)?;
         } else {
-            self.epoll.add(conn.stream.as_fd(), ev)?;
+            self.epoll.add(conn.client.stream.as_fd(), ev)?;
             slot.registered = true;
         }
         slot.interest = wait;
