@@ -67,11 +67,13 @@ impl Client {
     }
 
     /// TLS records wait for the socket to take them: wait for writability too.
+    #[inline]
     pub fn wants_write(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Sends waiting TLS records; `Ok(true)` when none are left (always, for plain).
+    #[inline]
     pub fn flush(&mut self) -> io::Result<bool> {
         match &mut self.tls {
             Some(t) => t.flush_to_socket(&self.stream),
@@ -80,6 +82,7 @@ impl Client {
     }
 
     /// Reads request bytes: `Ok(0)` when the client closed.
+    #[inline]
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let Some(tls) = &mut self.tls else {
             return (&self.stream).read(buf);
@@ -122,6 +125,7 @@ impl Client {
     }
 
     /// Sends response bytes (`more`: MSG_MORE, a body follows); how many were taken.
+    #[inline]
     pub fn send(&mut self, buf: &[u8], more: bool) -> io::Result<usize> {
         let tls = match &mut self.tls {
             Some(t) if !self.clear => t,
@@ -142,6 +146,7 @@ impl Client {
 
     /// Sends up to `count` bytes of `file` from `offset`: sendfile for plain, read and
     /// encrypt a slice for TLS. `Ok(0)` when the file ended early (it shrank).
+    #[inline]
     pub fn send_file(&mut self, file: &File, offset: u64, count: usize) -> io::Result<usize> {
         let Some(tls) = self.tls.as_mut().filter(|_| !self.clear) else {
             let mut off = offset as i64;
