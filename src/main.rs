@@ -47,6 +47,9 @@ fn main() -> ExitCode {
                 for warning in &config.warnings {
                     eprintln!("{}: warning: {warning}", args.config.display());
                 }
+                for note in &config.notes {
+                    println!("{}: {note}", args.config.display());
+                }
                 println!("{}: configuration ok", args.config.display());
                 return ExitCode::SUCCESS;
             }

@@ -283,7 +283,7 @@ fn listen_errors_name_the_entry() {
     );
     let e = check("root = \"root\"\nlisten = [\"0.0.0.0:443 tls\"]\n");
     assert!(
-        e.contains("TLS listeners are not supported by this build yet"),
+        e.contains("srvd.toml:2:10: a TLS listener needs a certificate"),
         "{e}"
     );
     let e = check(

@@ -19,6 +19,7 @@ use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -55,6 +56,14 @@ pub const MAX_MAX_CONNECTIONS: usize = 1 << 20;
 /// file.
 pub const MAX_NOT_FOUND_PAGE_BYTES: u64 = 1 << 20;
 
+/// A generation's TLS: the rustls configuration its workers use, and the resolver that
+/// also says which site an SNI name selected (for 421).
+#[derive(Debug, Clone)]
+pub struct TlsSetup {
+    pub server: Arc<rustls::ServerConfig>,
+    pub resolver: Arc<crate::tls::server::SniResolver>,
+}
+
 /// Most `listen` entries (each worker gives its listeners epoll tokens of their own).
 pub const MAX_LISTENERS: usize = 32;
 
@@ -70,6 +79,12 @@ pub struct Config {
     /// Every address to listen on, in file order (`listen`, or the one `bind`:`port`);
     /// `listeners[0] == listen`.
     pub listeners: Vec<SocketAddr>,
+    /// The listeners that speak TLS (`"ADDR tls"` entries), a subset of `listeners`.
+    pub tls_listeners: Vec<SocketAddr>,
+    /// The generation's TLS configuration, when a listener speaks TLS.
+    pub tls: Option<TlsSetup>,
+    /// For `--check`: each certificate loaded and when it expires.
+    pub notes: Vec<String>,
     /// Number of worker processes, >= 1.
     pub workers: usize,
     /// The sites: `[0]` is the top level (the default site), then each `[[site]]` in
@@ -217,6 +232,8 @@ impl Config {
             base: config_dir(path),
             errors: Vec::new(),
             claimed: HashMap::new(),
+            warnings: Vec::new(),
+            notes: Vec::new(),
         };
         let config = validator.validate(raw);
         if validator.errors.is_empty() {
@@ -330,6 +347,9 @@ struct Validator<'a> {
     errors: Vec<ConfigError>,
     /// Host names claimed so far, with the line that claimed them.
     claimed: HashMap<String, usize>,
+    warnings: Vec<String>,
+    /// What `--check` reports besides "ok" (each certificate and its expiry).
+    notes: Vec<String>,
 }
 
 impl Validator<'_> {
@@ -394,9 +414,10 @@ impl Validator<'_> {
             .pid_file
             .take()
             .and_then(|p| self.path_text("pid_file", &p).map(|p| self.base.join(p)));
-        let listeners = match listen_list {
+        let listen_at = listen_list.as_ref().map(Spanned::span);
+        let (listeners, tls_listeners) = match listen_list {
             Some(list) => self.listeners(list),
-            None => vec![SocketAddr::new(bind, port)],
+            None => (vec![SocketAddr::new(bind, port)], Vec::new()),
         };
         let listen = listeners[0];
         let admin = raw.admin.take().and_then(|a| self.admin(a, &listeners));
@@ -435,11 +456,16 @@ impl Validator<'_> {
             let site = self.site(&mut raw, Some(&sites[0]), at);
             sites.push(site);
         }
-        let warnings = nested_roots(&sites);
+        let mut warnings = std::mem::take(&mut self.warnings);
+        warnings.extend(nested_roots(&sites));
+        let tls = self.tls_setup(&sites, &tls_listeners, listen_at);
         Config {
             path: self.path.to_path_buf(),
             listen,
             listeners,
+            tls_listeners,
+            tls,
+            notes: std::mem::take(&mut self.notes),
             workers,
             sites,
             unknown_host,
@@ -459,11 +485,19 @@ impl Validator<'_> {
 
     /// `listen = ["IP:PORT", ...]`: at least one, each an IP address (IPv6 in brackets)
     /// and a port, none twice. Never empty (a default stands in after an error).
-    fn listeners(&mut self, list: Spanned<Vec<Spanned<String>>>) -> Vec<SocketAddr> {
+    fn listeners(
+        &mut self,
+        list: Spanned<Vec<Spanned<String>>>,
+    ) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
         let at = list.span();
         let mut out: Vec<SocketAddr> = Vec::new();
+        let mut tls = Vec::new();
         for entry in list.into_inner() {
-            let text = entry.get_ref().trim();
+            let full = entry.get_ref().trim();
+            let (text, is_tls) = match full.strip_suffix(" tls") {
+                Some(addr) => (addr.trim_end(), true),
+                None => (full, false),
+            };
             let problem = match text.parse::<SocketAddr>() {
                 Ok(a) if a.port() == 0 => "the port must be between 1 and 65535".to_owned(),
                 Ok(a) if out.contains(&a) => format!("{a} is listed twice"),
@@ -472,13 +506,13 @@ impl Validator<'_> {
                 }
                 Ok(a) => {
                     out.push(a);
+                    if is_tls {
+                        tls.push(a);
+                    }
                     continue;
                 }
-                Err(_) if text.ends_with(" tls") => {
-                    "TLS listeners are not supported by this build yet".to_owned()
-                }
                 Err(_) => "expected an IP address and a port such as \"0.0.0.0:80\" or \
-                           \"[::]:80\""
+                           \"[::]:443 tls\""
                     .to_owned(),
             };
             let message = format!("invalid listen entry {:?}: {problem}", entry.get_ref());
@@ -490,7 +524,65 @@ impl Validator<'_> {
             }
             out.push(SocketAddr::new(DEFAULT_BIND, DEFAULT_PORT));
         }
-        out
+        (out, tls)
+    }
+
+    /// The generation's rustls configuration: certificates by SNI (each site's, the top
+    /// level's for unknown names, or a refused handshake without one), ticket keys shared
+    /// by the generation's workers (made here, in the master, before the fork).
+    fn tls_setup(
+        &mut self,
+        sites: &[SiteConfig],
+        tls_listeners: &[SocketAddr],
+        listen_at: Option<Range<usize>>,
+    ) -> Option<TlsSetup> {
+        let at = listen_at.unwrap_or(0..0);
+        if tls_listeners.is_empty() {
+            if let Some(site) = sites.iter().find(|s| s.https_redirect) {
+                let message = format!(
+                    "site {}: https_redirect needs a TLS listener (listen = [\"0.0.0.0:443 tls\"])",
+                    site.name
+                );
+                self.error_at(at, message);
+            }
+            return None;
+        }
+        if sites.iter().all(|s| s.tls.is_none()) {
+            self.error_at(
+                at,
+                "a TLS listener needs a certificate: tls = { cert = \"fullchain.pem\", key = \"privkey.pem\" }"
+                    .to_owned(),
+            );
+            return None;
+        }
+        use crate::tls::server::{self, SiteTls, SniResolver, UnknownName};
+        let list: Vec<SiteTls> = sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SiteTls {
+                site: i,
+                hosts: s.hosts.clone(),
+                cert: s.tls.clone(),
+            })
+            .collect();
+        let unknown = match &sites[0].tls {
+            Some(cert) => UnknownName::Default(Arc::clone(cert)),
+            None => UnknownName::Refuse,
+        };
+        let resolver = Arc::new(SniResolver::new(&list, unknown));
+        let made = crate::tls::tickets::TicketKeys::new(crate::tls::tickets::ROTATION)
+            .map_err(|e| format!("{e:?}"))
+            .and_then(|keys| {
+                server::server_config(Arc::clone(&resolver), Arc::new(keys))
+                    .map_err(|e| e.to_string())
+            });
+        match made {
+            Ok(server) => Some(TlsSetup { server, resolver }),
+            Err(e) => {
+                self.error_file(format!("cannot set up TLS: {e}"));
+                None
+            }
+        }
     }
 
     fn port(&mut self, value: Option<Spanned<i64>>) -> u16 {

@@ -98,6 +98,13 @@ pub struct RawConfig {
     pub compression: Option<RawCompression>,
     /// `[[proxy]]` routes: requests handed to an application server.
     pub proxy: Option<Vec<Spanned<RawProxy>>>,
+    /// `tls = { cert = "fullchain.pem", key = "privkey.pem" }`: the site's certificate (at
+    /// the top level: the default one, inherited by sites without their own).
+    pub tls: Option<Spanned<RawTls>>,
+    /// On a plain listener, answer with a 308 to the same URL over HTTPS.
+    pub https_redirect: Option<Spanned<bool>>,
+    /// `Strict-Transport-Security` value ("max-age=…"), sent over TLS only.
+    pub hsts: Option<Spanned<String>>,
     /// Peers whose X-Forwarded-* headers are believed: IP addresses or CIDR ranges. Top
     /// level only.
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
@@ -116,6 +123,14 @@ pub struct RawAdmin {
 }
 
 /// One `[[proxy]]` route.
+/// `tls = { cert, key }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProxy {

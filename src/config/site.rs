@@ -47,6 +47,12 @@ pub struct SiteConfig {
     pub routes: Vec<Route>,
     /// SPA fallback: a path beneath the root, starting with '/'.
     pub fallback: Option<String>,
+    /// The certificate for this site's names over TLS (its own, else the top level's).
+    pub tls: Option<Arc<crate::tls::certs::LoadedCert>>,
+    /// On a plain listener: 308 to `https://` (the first TLS listener's port).
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security` value, sent on every response over TLS.
+    pub hsts: Option<String>,
     pub clean_urls: bool,
     pub trailing_slash: TrailingSlash,
     pub listing: Listing,
@@ -323,6 +329,21 @@ impl Validator<'_> {
             (None, None) => None,
             (Some(value), _) => self.fallback(value),
         };
+        let tls = match (raw.tls.take(), parent) {
+            (Some(value), _) => self.tls_cert(value),
+            (None, Some(p)) => p.tls.clone(),
+            (None, None) => None,
+        };
+        let https_redirect = match (raw.https_redirect.take(), parent) {
+            (Some(v), _) => v.into_inner(),
+            (None, Some(p)) => p.https_redirect,
+            (None, None) => false,
+        };
+        let hsts = match (raw.hsts.take(), parent) {
+            (Some(v), _) => self.hsts(v),
+            (None, Some(p)) => p.hsts.clone(),
+            (None, None) => None,
+        };
         let clean_urls = match (raw.clean_urls.take(), parent) {
             (Some(v), _) => v.into_inner(),
             (None, Some(p)) => p.clean_urls,
@@ -397,6 +418,9 @@ impl Validator<'_> {
             headers,
             routes,
             fallback,
+            tls,
+            https_redirect,
+            hsts,
             clean_urls,
             trailing_slash,
             listing,
@@ -833,6 +857,61 @@ fn parse_template(text: &str, captures: usize) -> Result<Template, String> {
 /// Characters a Location may carry as written: RFC 3986 unreserved, reserved and '%'.
 fn url_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b)
+}
+
+impl Validator<'_> {
+    /// `tls = { cert, key }`: both files read and checked now (by the master, before it
+    /// drops privileges): the chain parses, the key matches the leaf, the leaf has not
+    /// expired; one expiring within 14 days is a warning naming the file and the date.
+    fn tls_cert(
+        &mut self,
+        value: Spanned<super::raw::RawTls>,
+    ) -> Option<Arc<crate::tls::certs::LoadedCert>> {
+        let at = value.span();
+        let raw = value.into_inner();
+        let (Some(cert), Some(key)) = (raw.cert, raw.key) else {
+            self.error_at(at, "tls needs both cert and key: tls = { cert = \"fullchain.pem\", key = \"privkey.pem\" }".to_owned());
+            return None;
+        };
+        let cert_text = self.path_text("tls cert", &cert)?.to_owned();
+        let key_text = self.path_text("tls key", &key)?.to_owned();
+        let (cert_path, key_path) = (self.base.join(cert_text), self.base.join(key_text));
+        let now = std::time::SystemTime::now();
+        match crate::tls::certs::LoadedCert::load(&cert_path, &key_path, now) {
+            Ok(loaded) => {
+                if let Some(w) = loaded.expiry_warning(now) {
+                    self.warnings.push(w);
+                }
+                self.notes.push(loaded.summary());
+                Some(Arc::new(loaded))
+            }
+            Err(e) => {
+                self.error_at(at, format!("tls: {e}"));
+                None
+            }
+        }
+    }
+
+    /// `hsts = "max-age=31536000; includeSubDomains"`: a max-age directive is required,
+    /// and the value must be a valid header value.
+    fn hsts(&mut self, value: Spanned<String>) -> Option<String> {
+        let text = value.get_ref().trim();
+        let ok = text.split(';').any(|d| {
+            d.trim()
+                .strip_prefix("max-age=")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        }) && text
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+        if ok {
+            return Some(text.to_owned());
+        }
+        self.error_at(
+            value.span(),
+            format!("invalid hsts {text:?}: expected \"max-age=SECONDS\" and optional directives such as \"; includeSubDomains\""),
+        );
+        None
+    }
 }
 
 #[cfg(test)]

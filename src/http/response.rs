@@ -203,3 +203,34 @@ mod tests {
         );
     }
 }
+
+/// Adds `name: value` to the response head at the start of `out` (before the blank line
+/// that ends it), for a field that depends on the connection rather than the resource:
+/// `Strict-Transport-Security`, sent over TLS only. Nothing happens when `out` holds no
+/// complete head.
+pub fn insert_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return;
+    };
+    let at = end + 2;
+    let line = [name, b": ", value, b"\r\n"].concat();
+    out.splice(at..at, line);
+}
+
+#[cfg(test)]
+mod insert_field_tests {
+    use super::insert_field;
+
+    #[test]
+    fn goes_before_the_blank_line_and_leaves_the_body() {
+        let mut out = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody".to_vec();
+        insert_field(&mut out, b"Strict-Transport-Security", b"max-age=60");
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nStrict-Transport-Security: max-age=60\r\n\r\nbody"
+        );
+        let mut partial = b"HTTP/1.1 200 OK\r\n".to_vec();
+        insert_field(&mut partial, b"X", b"y");
+        assert_eq!(partial, b"HTTP/1.1 200 OK\r\n");
+    }
+}

@@ -103,6 +103,8 @@ impl Upstreams {
 /// What a session borrows from its connection and worker while it is driven.
 pub struct Cx<'a> {
     pub client: &'a mut crate::worker::client::Client,
+    /// The client came over TLS (`X-Forwarded-Proto: https`, the site's `hsts`).
+    pub tls: bool,
     pub epoll: &'a Epoll,
     /// The client connection's epoll token (upstream connections have their own, see
     /// [`pool`]; the worker maps their events back to this one).
@@ -248,6 +250,13 @@ impl Queue {
 
 /// An unlinked temp file: gone from the file system from the start, so nothing outlives
 /// the worker.
+/// The site's `hsts` on a response to a client over TLS (the app's and srvd's own).
+fn add_hsts(cx: &Cx, head: &mut Vec<u8>) {
+    if let (true, Some(value)) = (cx.tls, &cx.site.config.hsts) {
+        crate::http::response::insert_field(head, b"Strict-Transport-Security", value.as_bytes());
+    }
+}
+
 fn temp_file() -> io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
@@ -913,7 +922,7 @@ impl Session {
             headers: &lines,
             peer: self.peer,
             peer_trusted: cx.trusted.iter().any(|c| c.contains(self.peer)),
-            proto: "http",
+            proto: if cx.tls { "https" } else { "http" },
             prefix,
             body_len: has_body.then_some(body_len),
         };
@@ -1065,6 +1074,7 @@ impl Session {
             out.extend_from_slice(b"\r\nConnection: keep-alive");
         }
         out.extend_from_slice(b"\r\n\r\n");
+        add_hsts(cx, &mut out);
         self.queue.mem = out;
         let body_start = head.head_len;
         self.phase = Phase::Relaying;
@@ -1215,6 +1225,7 @@ impl Session {
             &mut out,
         );
         self.close |= outcome.close;
+        add_hsts(cx, &mut out);
         let _ = self.queue.push(&out, false);
         self.body_up = BodyUp::Done;
         self.phase = Phase::Relaying;

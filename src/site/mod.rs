@@ -301,6 +301,51 @@ fn find_route<'s>(site: &'s Site, req: &Request, path: &str) -> Option<&'s Route
     })
 }
 
+/// `https_redirect = true` on a plain listener: a 308 to the same host (without its port)
+/// and request target over HTTPS, on `port` (left out when 443). `None` without a usable
+/// Host (an HTTP/1.0 request without one is then served as it is).
+pub fn https_redirect(
+    site: &Site,
+    req: &Request,
+    port: u16,
+    date: &[u8],
+    conn: Connection,
+    out: &mut Vec<u8>,
+) -> Option<Outcome> {
+    let mut buf = [0u8; MAX_HOST];
+    let host = normalise(authority(req)?, &mut buf)?;
+    let target = req.target.as_bytes();
+    // Origin form as sent; for an absolute-form request, its path and query.
+    let origin = if target.first() == Some(&b'/') {
+        target
+    } else {
+        let after_scheme = target.iter().position(|&b| b == b'/').map_or(0, |i| i + 2);
+        let rest = target.get(after_scheme..).unwrap_or(b"");
+        rest.iter()
+            .position(|&b| b == b'/')
+            .map_or(&b"/"[..], |i| &rest[i..])
+    };
+    let mut location = String::with_capacity(16 + host.len() + origin.len());
+    location.push_str("https://");
+    location.push_str(std::str::from_utf8(host).ok()?);
+    if port != 443 {
+        location.push(':');
+        location.push_str(&port.to_string());
+    }
+    location.push_str(std::str::from_utf8(origin).ok()?);
+    let path = std::str::from_utf8(origin).ok()?;
+    let path = path.split('?').next().unwrap_or("/");
+    Some(static_files::redirect_reply(
+        site,
+        path,
+        Status::PermanentRedirect,
+        &location,
+        date,
+        conn,
+        out,
+    ))
+}
+
 /// A redirect route's answer: the Location from its template, the query kept unless the
 /// template has its own.
 fn redirect(

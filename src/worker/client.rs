@@ -31,6 +31,11 @@ pub struct Client {
     tls: Option<Box<TlsConn>>,
     /// The TLS port got plain HTTP: `send` goes to the socket in clear text.
     clear: bool,
+    /// The TLS session failed (garbage, a bad record): what is left is read raw and
+    /// dropped while lingering, so the close is a FIN, not a reset.
+    failed: bool,
+    /// close_notify is queued but not all out: shut the write side once it is.
+    fin_pending: bool,
 }
 
 impl Client {
@@ -39,6 +44,8 @@ impl Client {
             stream,
             tls: None,
             clear: false,
+            failed: false,
+            fin_pending: false,
         }
     }
 
@@ -49,6 +56,8 @@ impl Client {
             stream,
             tls: Some(Box::new(tls)),
             clear: false,
+            failed: false,
+            fin_pending: false,
         })
     }
 
@@ -66,25 +75,40 @@ impl Client {
         self.tls.as_ref().and_then(|t| t.sni())
     }
 
+    /// The TLS session broke: no more TLS on this connection, only a clean close.
+    pub fn tls_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// A plain HTTP request came to this TLS listener (its answer goes out in clear text).
+    pub fn got_plain_http(&self) -> bool {
+        self.clear
+    }
+
     /// TLS records wait for the socket to take them: wait for writability too.
     #[inline]
     pub fn wants_write(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.wants_write())
+        self.tls.as_ref().is_some_and(|t| t.wants_write()) && !self.failed && !self.clear
     }
 
     /// Sends waiting TLS records; `Ok(true)` when none are left (always, for plain).
     #[inline]
     pub fn flush(&mut self) -> io::Result<bool> {
-        match &mut self.tls {
-            Some(t) => t.flush_to_socket(&self.stream),
-            None => Ok(true),
+        let done = match &mut self.tls {
+            Some(t) => t.flush_to_socket(&self.stream)?,
+            None => true,
+        };
+        if done && self.fin_pending {
+            self.fin_pending = false;
+            let _ = self.stream.shutdown(Shutdown::Write);
         }
+        Ok(done)
     }
 
     /// Reads request bytes: `Ok(0)` when the client closed.
     #[inline]
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(tls) = &mut self.tls else {
+        let Some(tls) = self.tls.as_mut().filter(|_| !self.clear && !self.failed) else {
             return (&self.stream).read(buf);
         };
         loop {
@@ -118,6 +142,7 @@ impl Client {
                 Err(e) => {
                     // An alert may be queued: one best-effort flush, then the close.
                     let _ = tls.flush_to_socket(&self.stream);
+                    self.failed = true;
                     return Err(io::Error::other(e.to_string()));
                 }
             }
@@ -176,10 +201,11 @@ impl Client {
     /// The end of the response stream: close_notify for TLS (flushed as far as the socket
     /// takes it), then the socket's write side.
     pub fn shutdown_write(&mut self) {
-        if let Some(tls) = self.tls.as_mut().filter(|_| !self.clear) {
+        if let Some(tls) = self.tls.as_mut().filter(|_| !self.clear && !self.failed) {
             tls.send_close_notify();
             if !matches!(tls.flush_to_socket(&self.stream), Ok(true)) {
                 // Records still wait: the FIN follows once they went (see `flush`).
+                self.fin_pending = true;
                 return;
             }
         }

@@ -134,6 +134,8 @@ impl Default for LogEntry {
 pub struct Conn {
     /// The socket, and the TLS session over it on a TLS listener.
     pub client: Client,
+    /// Counted among the worker's TLS handshakes in progress.
+    pub in_handshake: bool,
     peer: IpAddr,
     /// Port of the listener that accepted it (for the access log's host).
     listen_port: u16,
@@ -170,6 +172,7 @@ impl Conn {
     ) -> Conn {
         Conn {
             client,
+            in_handshake: false,
             peer,
             listen_port,
             state: ConnState::ReadingHead,
@@ -316,6 +319,17 @@ impl Conn {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Wait(Wait::Readable),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Continue,
+            Err(_) if self.client.got_plain_http() || self.client.tls_failed() => {
+                // Plain HTTP to the TLS port: a 400 in clear text says why. Either way the
+                // rest of the input is read and dropped before the close (a FIN, no reset).
+                if self.client.got_plain_http() {
+                    self.send_last_words(cx, Status::BadRequest);
+                }
+                self.client.shutdown_write();
+                self.state = ConnState::Lingering;
+                self.deadline = cx.now + LINGER;
+                Step::Continue
+            }
             Err(_) => Step::Wait(Wait::Close),
         }
     }
@@ -337,10 +351,19 @@ impl Conn {
         let (outcome, consumed) = match parsed {
             Ok(Some(req)) => {
                 let mut close = !req.keep_alive() || cx.draining;
-                let selected = cx.sites.select(&req);
+                let selected = self.misdirected_by_sni(cx, cx.sites.select(&req));
+                // A plain listener's site that wants HTTPS: every request is redirected.
+                let to_https = match (&selected, cx.config.tls_listeners.first()) {
+                    (Selected::Site(site), Some(tls)) if !self.client.is_tls() => {
+                        site.config.https_redirect.then_some(tls.port())
+                    }
+                    _ => None,
+                };
                 if let Selected::Site(site) = selected {
                     self.label = site.label;
-                    if let Some(route) = crate::site::proxy_route(site, &req) {
+                    if let Some(route) =
+                        crate::site::proxy_route(site, &req).filter(|_| to_https.is_none())
+                    {
                         let head_end = self.rstart + req.head_len;
                         let session = crate::proxy::Session::new(
                             route,
@@ -434,8 +457,15 @@ impl Conn {
                         conn,
                         &mut self.out,
                     ),
-                    None => crate::site::respond(site, cx.files, &req, date, conn, &mut self.out),
+                    None => to_https
+                        .and_then(|port| {
+                            crate::site::https_redirect(site, &req, port, date, conn, &mut self.out)
+                        })
+                        .unwrap_or_else(|| {
+                            crate::site::respond(site, cx.files, &req, date, conn, &mut self.out)
+                        }),
                 };
+                add_hsts(&self.client, &mut self.out, site);
                 outcome.close |= close;
                 (outcome, req.head_len)
             }
@@ -470,6 +500,7 @@ impl Conn {
                     Connection::Close,
                     &mut self.out,
                 );
+                add_hsts(&self.client, &mut self.out, site);
                 (outcome, self.rend - self.rstart)
             }
             Ok(None) => unreachable!("handled above"),
@@ -483,6 +514,19 @@ impl Conn {
         };
         self.deadline = cx.now + cx.config.send_timeout;
         true
+    }
+
+    /// Over TLS, a request whose SNI name selected another site than its Host gets 421
+    /// (the certificate shown was for another name). Without SNI, Host decides.
+    fn misdirected_by_sni<'s>(&self, cx: &Ctx, selected: Selected<'s>) -> Selected<'s> {
+        let (Selected::Site(site), Some(tls)) = (&selected, &cx.config.tls) else {
+            return selected;
+        };
+        let sni_site = self.client.sni().and_then(|n| tls.resolver.site_for_sni(n));
+        if crate::tls::server::is_misdirected(sni_site, site.id) {
+            return Selected::Misdirected(site);
+        }
+        selected
     }
 
     /// Runs a new proxy session (the head and any body bytes already read went with it),
@@ -957,9 +1001,17 @@ fn send_file(
     }
 }
 
+/// `hsts` of the answering site, on a response over TLS (errors included).
+fn add_hsts(client: &Client, out: &mut Vec<u8>, site: &Site) {
+    if let (true, Some(value)) = (client.is_tls(), &site.config.hsts) {
+        crate::http::response::insert_field(out, b"Strict-Transport-Security", value.as_bytes());
+    }
+}
+
 /// What a proxy session borrows from the connection and the worker.
 fn proxy_cx<'a>(client: &'a mut Client, cx: &'a mut Ctx, site: usize) -> crate::proxy::Cx<'a> {
     crate::proxy::Cx {
+        tls: client.is_tls(),
         client,
         epoll: cx.epoll,
         token: cx.token,

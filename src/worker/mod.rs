@@ -43,6 +43,8 @@ const INOTIFY: u64 = u64::MAX - 1;
 const KICK: u64 = u64::MAX - 2;
 /// Tokens of the listeners: `LISTENER_BASE + index`.
 const LISTENER_BASE: u64 = u64::MAX - 64;
+/// Concurrent TLS handshakes per worker; past it the TLS listeners are not polled.
+const MAX_HANDSHAKES: usize = 256;
 /// Events handled per epoll_wait.
 const EVENTS: usize = 256;
 /// How often deadlines are checked and the access log flushed.
@@ -87,6 +89,12 @@ struct Worker {
     files: Files,
     listeners: Vec<TcpListener>,
     listening: bool,
+    /// Per listener: it speaks TLS.
+    tls_of: Vec<bool>,
+    /// Connections still in their TLS handshake, and whether the TLS listeners are out of
+    /// the epoll set because that reached [`MAX_HANDSHAKES`].
+    handshakes: usize,
+    tls_paused: bool,
     accept_resume: Option<Instant>,
     balance: balance::Balance,
     metrics: crate::metrics::Recorder,
@@ -150,12 +158,21 @@ impl Worker {
             crate::static_files::watch::Watcher::new(),
             init.metrics,
         );
+        let tls_of = init
+            .config
+            .listeners
+            .iter()
+            .map(|a| init.config.tls_listeners.contains(a))
+            .collect();
         let mut worker = Worker {
             config: init.config,
             sites: init.sites,
             files,
             listeners: init.listeners,
             listening: false,
+            tls_of,
+            handshakes: 0,
+            tls_paused: false,
             accept_resume: None,
             balance: init.balance,
             metrics: init.metrics,
@@ -194,11 +211,52 @@ impl Worker {
 
     /// Registers or deregisters the listeners. EPOLLEXCLUSIVE: one connection wakes one
     /// worker, not all of them (no thundering herd).
+    /// A TLS handshake ended (done, or its connection closed): below the cap again, the
+    /// TLS listeners come back.
+    fn handshake_done(&mut self) {
+        self.handshakes = self.handshakes.saturating_sub(1);
+        if self.tls_paused && self.handshakes < MAX_HANDSHAKES {
+            self.set_tls_paused(false);
+        }
+    }
+
+    /// Takes the TLS listeners out of the epoll set (or back): past the handshake cap new
+    /// TLS connections wait in the kernel's queue, never reset.
+    fn set_tls_paused(&mut self, paused: bool) {
+        if paused == self.tls_paused {
+            return;
+        }
+        self.tls_paused = paused;
+        if !self.listening {
+            return; // `listen(true)` honours the flag when it registers them
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if !self.tls_of[i] {
+                continue;
+            }
+            let done = if paused {
+                self.epoll.delete(l.as_fd())
+            } else {
+                let ev = EpollEvent::new(
+                    EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE,
+                    LISTENER_BASE + i as u64,
+                );
+                self.epoll.add(l.as_fd(), ev)
+            };
+            if let Err(e) = done {
+                log::error(format_args!("TLS listener {i}: epoll_ctl failed: {e}"));
+            }
+        }
+    }
+
     fn listen(&mut self, on: bool) -> io::Result<()> {
         if on == self.listening {
             return Ok(());
         }
         for (i, l) in self.listeners.iter().enumerate() {
+            if self.tls_paused && self.tls_of[i] {
+                continue; // out of the set while the handshake cap holds
+            }
             if on {
                 let ev = EpollEvent::new(
                     EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE,
@@ -300,7 +358,24 @@ impl Worker {
             match crate::sys::socket::accept(listener) {
                 Ok((stream, ip)) => {
                     let port = self.config.listeners.get(index).map_or(0, |a| a.port());
-                    self.add_conn(now, stream, ip, port);
+                    let tls = self.tls_of.get(index).copied().unwrap_or(false);
+                    let client = match (&self.config.tls, tls) {
+                        (Some(setup), true) => match client::Client::tls(stream, &setup.server) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                log::error(format_args!("cannot start a TLS session: {e}"));
+                                continue;
+                            }
+                        },
+                        _ => client::Client::plain(stream),
+                    };
+                    self.add_conn(now, client, ip, port);
+                    if tls {
+                        // Only a TLS listener can make the cap bite: stop taking from it.
+                        if self.tls_paused {
+                            break;
+                        }
+                    }
                     if !all {
                         break;
                     }
@@ -371,13 +446,7 @@ impl Worker {
         self.sync_listen();
     }
 
-    fn add_conn(
-        &mut self,
-        now: Instant,
-        stream: std::net::TcpStream,
-        ip: std::net::IpAddr,
-        port: u16,
-    ) {
+    fn add_conn(&mut self, now: Instant, client: client::Client, ip: std::net::IpAddr, port: u16) {
         let index = match self.free.pop() {
             Some(i) => i as usize,
             None => {
@@ -392,15 +461,18 @@ impl Worker {
         };
         let slot = &mut self.slots[index];
         slot.generation = slot.generation.wrapping_add(1);
-        slot.conn = Some(Conn::new(
-            client::Client::plain(stream),
-            ip,
-            port,
-            now,
-            self.config.header_timeout,
-        ));
+        let in_handshake = client.is_tls();
+        let mut conn = Conn::new(client, ip, port, now, self.config.header_timeout);
+        conn.in_handshake = in_handshake;
+        slot.conn = Some(conn);
         slot.interest = Wait::Readable;
         slot.registered = false;
+        if in_handshake {
+            self.handshakes += 1;
+            if self.handshakes >= MAX_HANDSHAKES {
+                self.set_tls_paused(true);
+            }
+        }
         self.live += 1;
         self.metrics.accepted();
         self.balance.publish(self.live);
@@ -454,6 +526,10 @@ impl Worker {
             return;
         };
         let wait = conn.drive(&mut cx);
+        if conn.in_handshake && !conn.client.handshaking() {
+            conn.in_handshake = false;
+            self.handshake_done();
+        }
         if wait == Wait::Close || self.watch(index, wait).is_err() {
             self.close(index);
         }
@@ -489,6 +565,9 @@ impl Worker {
 
     fn close(&mut self, index: usize) {
         if let Some(conn) = self.slots[index].conn.take() {
+            if conn.in_handshake {
+                self.handshake_done();
+            }
             if let Some(id) = conn.upstream_id() {
                 self.upstreams.pool.release(id);
             }
