@@ -10,10 +10,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -24,7 +23,12 @@ const CLIENTS: usize = 8;
 const RUN_FOR: Duration = Duration::from_secs(3);
 const HUPS: u32 = 10;
 /// Per-client cap on requests, so the test is bounded in count as well as time.
-const MAX_REQUESTS: u64 = 200_000;
+const BOUNDS: load::Bounds = load::Bounds {
+    per_client: 200_000,
+    total: u64::MAX,
+    time: Duration::from_secs(60),
+    big_every: 4,
+};
 
 fn reloads(state: &Path) -> (u64, String) {
     let text = std::fs::read_to_string(state).unwrap_or_default();
@@ -35,142 +39,6 @@ fn reloads(state: &Path) -> (u64, String) {
         .unwrap_or("")
         .to_owned();
     (n, result)
-}
-
-#[derive(Default)]
-struct Stats {
-    ok: AtomicU64,
-    retries: AtomicU64,
-    failures: Mutex<Vec<String>>,
-}
-
-impl Stats {
-    fn fail(&self, what: String) {
-        let mut f = self.failures.lock().unwrap();
-        if f.len() < 50 {
-            f.push(what);
-        }
-    }
-}
-
-/// How one request on a connection went.
-enum Outcome {
-    /// A complete 200 with the expected body; `close` when the server said so.
-    Ok { close: bool },
-    /// The connection ended (EOF or reset) before any response byte.
-    ClosedBeforeResponse(String),
-    /// Anything else: a loss.
-    Failed(String),
-}
-
-fn connect(port: u16) -> std::io::Result<TcpStream> {
-    let s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    Ok(s)
-}
-
-/// Sends one GET and reads exactly one response, checking status and body.
-fn exchange(s: &mut TcpStream, path: &str, keep_alive: bool, expect: &[u8]) -> Outcome {
-    let conn = if keep_alive { "keep-alive" } else { "close" };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: {conn}\r\n\r\n");
-    if let Err(e) = s.write_all(req.as_bytes()) {
-        // A write into a connection the server already closed: nothing was answered.
-        return Outcome::ClosedBeforeResponse(format!("write: {e}"));
-    }
-    let mut buf = Vec::with_capacity(expect.len() + 512);
-    let mut chunk = vec![0u8; 65536];
-    loop {
-        if let Some(r) = Response::parse(&buf) {
-            if r.status != 200 {
-                return Outcome::Failed(format!("{path}: status {}", r.status));
-            }
-            if r.body != expect {
-                return Outcome::Failed(format!("{path}: wrong body ({} bytes)", r.body.len()));
-            }
-            let close = r
-                .header("connection")
-                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-            return Outcome::Ok { close };
-        }
-        match s.read(&mut chunk) {
-            Ok(0) if buf.is_empty() => return Outcome::ClosedBeforeResponse("EOF".into()),
-            Ok(0) => return Outcome::Failed(format!("{path}: truncated at {} bytes", buf.len())),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if buf.is_empty() => return Outcome::ClosedBeforeResponse(format!("read: {e}")),
-            Err(e) => return Outcome::Failed(format!("{path}: {e} after {} bytes", buf.len())),
-        }
-    }
-}
-
-fn client(
-    id: usize,
-    port: u16,
-    keep_alive: bool,
-    stop: &AtomicBool,
-    stats: &Stats,
-    small: &[u8],
-    big: &[u8],
-) {
-    let mut conn: Option<TcpStream> = None;
-    // Requests already answered on `conn`: a connection is "reused" when this is > 0.
-    let mut used = 0u64;
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) && n < MAX_REQUESTS {
-        n += 1;
-        let (path, expect) = if n % 4 == 0 {
-            ("/big.bin", big)
-        } else {
-            ("/index.html", small)
-        };
-        if conn.is_none() {
-            match connect(port) {
-                Ok(s) => conn = Some(s),
-                Err(e) => {
-                    stats.fail(format!("client {id}: connect: {e}"));
-                    continue;
-                }
-            }
-            used = 0;
-        }
-        let s = conn.as_mut().expect("connected above");
-        let mut outcome = exchange(s, path, keep_alive, expect);
-        if let Outcome::ClosedBeforeResponse(why) = &outcome {
-            if keep_alive && used > 0 {
-                // The server closed an idle kept-alive connection as we reused it:
-                // retry once on a fresh connection.
-                stats.retries.fetch_add(1, Ordering::Relaxed);
-                eprintln!("client {id}: retry after {why} on a reused connection");
-                match connect(port) {
-                    Ok(mut fresh) => {
-                        outcome = exchange(&mut fresh, path, keep_alive, expect);
-                        conn = Some(fresh);
-                        used = 0;
-                    }
-                    Err(e) => outcome = Outcome::Failed(format!("reconnect: {e}")),
-                }
-            }
-        }
-        match outcome {
-            Outcome::Ok { close } => {
-                stats.ok.fetch_add(1, Ordering::Relaxed);
-                used += 1;
-                if close || !keep_alive {
-                    conn = None;
-                }
-            }
-            Outcome::ClosedBeforeResponse(why) => {
-                stats.fail(format!(
-                    "client {id}: {path}: closed before response: {why}"
-                ));
-                conn = None;
-            }
-            Outcome::Failed(why) => {
-                stats.fail(format!("client {id}: {why}"));
-                conn = None;
-            }
-        }
-    }
 }
 
 #[test]
@@ -186,16 +54,18 @@ fn reloads_under_load_lose_nothing() {
     let port = s.port;
 
     let stop = AtomicBool::new(false);
-    let stats = Stats::default();
+    let stats = load::Stats::default();
     let (reload_times, huge_result) = std::thread::scope(|scope| {
         for id in 0..CLIENTS {
             let (stop, stats, small, big) = (&stop, &stats, &small, &big);
-            scope.spawn(move || client(id, port, id % 2 == 0, stop, stats, small, big));
+            scope.spawn(move || {
+                load::client(id, port, id % 2 == 0, stop, stats, small, big, BOUNDS)
+            });
         }
         // The 16 MiB download, read slowly (at most 64 KiB per 5 ms) so that it spans several reloads.
         let huge_ref = &huge;
         let download = scope.spawn(move || -> Result<(), String> {
-            let mut c = connect(port).map_err(|e| format!("connect: {e}"))?;
+            let mut c = load::connect(port).map_err(|e| format!("connect: {e}"))?;
             c.write_all(b"GET /huge.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 .map_err(|e| e.to_string())?;
             let mut got = Vec::with_capacity(huge_ref.len() + 512);

@@ -21,7 +21,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -490,6 +489,12 @@ const CLIENTS: usize = 4;
 /// either, normally (about 1 s and 30k requests here).
 const LOAD_MAX_REQUESTS: u64 = 50_000;
 const LOAD_MAX_TIME: Duration = Duration::from_secs(8);
+const BOUNDS: load::Bounds = load::Bounds {
+    per_client: u64::MAX,
+    total: LOAD_MAX_REQUESTS,
+    time: LOAD_MAX_TIME,
+    big_every: 8,
+};
 /// The slow download across an upgrade, and the most of it the socket buffers can hold
 /// (the client's receive buffer is pinned at 64 KiB; the server's send buffer is at most
 /// net.core.wmem_max or tcp_wmem's 4 MiB by default).
@@ -535,139 +540,6 @@ fn slow_download(port: u16, expect: &[u8], received: &AtomicU64) -> Result<(), S
     Ok(())
 }
 
-#[derive(Default)]
-struct Stats {
-    ok: AtomicU64,
-    /// Requests started, by every client (bounded by [`LOAD_MAX_REQUESTS`]).
-    issued: AtomicU64,
-    retries: AtomicU64,
-    failures: Mutex<Vec<String>>,
-}
-
-impl Stats {
-    fn fail(&self, what: String) {
-        let mut f = self.failures.lock().unwrap();
-        if f.len() < 50 {
-            f.push(what);
-        }
-    }
-}
-
-enum Outcome {
-    /// A complete 200 with the expected body; `close` when the server said so.
-    Ok { close: bool },
-    /// The connection ended (EOF or reset) before any response byte.
-    ClosedBeforeResponse(String),
-    /// Anything else: a loss.
-    Failed(String),
-}
-
-fn exchange(s: &mut TcpStream, path: &str, keep_alive: bool, expect: &[u8]) -> Outcome {
-    let conn = if keep_alive { "keep-alive" } else { "close" };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: {conn}\r\n\r\n");
-    if let Err(e) = s.write_all(req.as_bytes()) {
-        return Outcome::ClosedBeforeResponse(format!("write: {e}"));
-    }
-    let mut buf = Vec::with_capacity(expect.len() + 512);
-    let mut chunk = vec![0u8; 65536];
-    loop {
-        if let Some(r) = Response::parse(&buf) {
-            if r.status != 200 {
-                return Outcome::Failed(format!("{path}: status {}", r.status));
-            }
-            if r.body != expect {
-                return Outcome::Failed(format!("{path}: wrong body ({} bytes)", r.body.len()));
-            }
-            let close = r
-                .header("connection")
-                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-            return Outcome::Ok { close };
-        }
-        match s.read(&mut chunk) {
-            Ok(0) if buf.is_empty() => return Outcome::ClosedBeforeResponse("EOF".into()),
-            Ok(0) => return Outcome::Failed(format!("{path}: truncated at {} bytes", buf.len())),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if buf.is_empty() => return Outcome::ClosedBeforeResponse(format!("read: {e}")),
-            Err(e) => return Outcome::Failed(format!("{path}: {e} after {} bytes", buf.len())),
-        }
-    }
-}
-
-fn connect(port: u16) -> std::io::Result<TcpStream> {
-    let s = TcpStream::connect(addr(port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    Ok(s)
-}
-
-/// GETs until `stop` (or its own bounds). A keep-alive client whose reused idle
-/// connection the server closed before any response byte retries once on a new
-/// connection, as real clients do (RFC 9112 §9.3.1); that is counted, not a loss. A
-/// refused connect, a reset or EOF mid-response, or a wrong status or body is a loss.
-fn client(id: usize, port: u16, keep_alive: bool, stop: &AtomicBool, stats: &Stats, big: &[u8]) {
-    let small: &[u8] = b"hello\n";
-    let t0 = Instant::now();
-    let mut conn: Option<TcpStream> = None;
-    let mut used = 0u64;
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed)
-        && t0.elapsed() < LOAD_MAX_TIME
-        && stats.issued.fetch_add(1, Ordering::Relaxed) < LOAD_MAX_REQUESTS
-    {
-        n += 1;
-        let (path, expect) = if n % 8 == 0 {
-            ("/big.bin", big)
-        } else {
-            ("/index.html", small)
-        };
-        if conn.is_none() {
-            match connect(port) {
-                Ok(s) => conn = Some(s),
-                Err(e) => {
-                    stats.fail(format!("client {id}: connect: {e}"));
-                    continue;
-                }
-            }
-            used = 0;
-        }
-        let s = conn.as_mut().expect("connected above");
-        let mut outcome = exchange(s, path, keep_alive, expect);
-        if let Outcome::ClosedBeforeResponse(why) = &outcome {
-            if keep_alive && used > 0 {
-                stats.retries.fetch_add(1, Ordering::Relaxed);
-                eprintln!("client {id}: retry after {why} on a reused connection");
-                match connect(port) {
-                    Ok(mut fresh) => {
-                        outcome = exchange(&mut fresh, path, keep_alive, expect);
-                        conn = Some(fresh);
-                        used = 0;
-                    }
-                    Err(e) => outcome = Outcome::Failed(format!("reconnect: {e}")),
-                }
-            }
-        }
-        match outcome {
-            Outcome::Ok { close } => {
-                stats.ok.fetch_add(1, Ordering::Relaxed);
-                used += 1;
-                if close || !keep_alive {
-                    conn = None;
-                }
-            }
-            Outcome::ClosedBeforeResponse(why) => {
-                stats.fail(format!(
-                    "client {id}: {path}: closed before response: {why}"
-                ));
-                conn = None;
-            }
-            Outcome::Failed(why) => {
-                stats.fail(format!("client {id}: {why}"));
-                conn = None;
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // 1. Upgrade under load
 // ---------------------------------------------------------------------------------------
@@ -692,7 +564,7 @@ fn upgrade_under_load_loses_nothing_and_keeps_the_socket() {
     let port = s.port;
 
     let stop = AtomicBool::new(false);
-    let stats = Stats::default();
+    let stats = load::Stats::default();
     let huge = noise(HUGE, 11);
     std::fs::write(s.dir.join("root/huge.bin"), &huge).unwrap();
     let received = AtomicU64::new(0);
@@ -700,7 +572,9 @@ fn upgrade_under_load_loses_nothing_and_keeps_the_socket() {
     let (run, marks, download) = std::thread::scope(|scope| {
         for id in 0..CLIENTS {
             let (stop, stats, big) = (&stop, &stats, &big);
-            scope.spawn(move || client(id, port, id % 2 == 0, stop, stats, big));
+            scope.spawn(move || {
+                load::client(id, port, id % 2 == 0, stop, stats, b"hello\n", big, BOUNDS)
+            });
         }
         // A slow download from an old worker, in flight across the handover.
         let (huge, received) = (&huge, &received);
@@ -1037,7 +911,7 @@ fn two_upgrades_in_a_row_then_a_clean_stop() {
     let listener = s.the_listener();
 
     // A kept-alive connection to the last master, idle when the stop comes.
-    let mut idle = connect(s.port).unwrap();
+    let mut idle = load::connect(s.port).unwrap();
     idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut idle, false).unwrap().status, 200);

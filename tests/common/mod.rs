@@ -11,6 +11,8 @@
 //!   signal (nginx-tests' `unlike($t->read_file('error.log'), …)`).
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
