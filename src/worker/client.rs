@@ -212,6 +212,23 @@ impl Client {
         let _ = self.stream.shutdown(Shutdown::Write);
     }
 
+    /// The connection is being closed (timeout, drain, the end of a response): a TLS
+    /// session still open says close_notify first (RFC 8446 §6.1), flushed once, best
+    /// effort, since the socket closes right after.
+    pub fn goodbye(&mut self) {
+        // A handshake that never finished (a stalled or silent client) is just closed.
+        let open = |t: &&mut Box<TlsConn>| t.is_open();
+        if let Some(tls) = self
+            .tls
+            .as_mut()
+            .filter(|_| !self.clear && !self.failed)
+            .filter(open)
+        {
+            tls.send_close_notify();
+            let _ = tls.flush_to_socket(&self.stream);
+        }
+    }
+
     /// The connection went idle: give back per-connection buffers.
     pub fn idle(&mut self) {
         if let Some(t) = &mut self.tls {

@@ -897,6 +897,7 @@ impl Conn {
     }
 
     pub fn recycle(mut self, pool: &mut BufPool) {
+        self.client.goodbye();
         self.release_buffers(pool);
     }
 }
