@@ -8,23 +8,8 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
+use common::browser::{self, chromium};
 use common::*;
-
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|name| {
-            Command::new(name)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-}
 
 /// Asks srvd for `path` like a browser until the encoded variant is there.
 fn warm(s: &Srvd, path: &str) {
@@ -63,37 +48,8 @@ fn chromium_loads_the_demo_site_with_compressed_css_and_js() {
     warm(&s, "/style.css");
 
     let profile = s.dir.join("chromium-profile");
-    let mut child = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(format!("http://127.0.0.1:{}/", s.port))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromium");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish within 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut dom = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut dom).unwrap();
+    let url = format!("http://127.0.0.1:{}/", s.port);
+    let (status, dom, _) = browser::dump_dom(browser, &profile, &url, &[]);
     assert!(status.success(), "chromium failed: {status:?}");
     assert!(
         dom.contains("srvd is serving"),

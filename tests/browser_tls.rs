@@ -12,25 +12,12 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::browser::{self, chromium};
+use common::certs::Ca;
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use sha2::{Digest, Sha256};
-
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|name| {
-            Command::new(name)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-}
 
 /// Standard base64 with padding (RFC 4648 §4), as Chromium's SPKI list wants it.
 fn base64(bytes: &[u8]) -> String {
@@ -124,21 +111,9 @@ fn chromium_loads_a_page_with_css_js_and_fetch_over_https() {
 
     // The CA and the leaf (localhost), and the SPKI pin Chromium is given.
     let mut s = Srvd::prepare_with_workers("browser-tls", "", 1);
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "srvd browser test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let mut leaf_params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    leaf_params.not_before = now - time::Duration::days(1);
-    leaf_params.not_after = now + time::Duration::days(30);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    std::fs::write(s.dir.join("leaf.pem"), leaf.pem() + &ca.pem()).unwrap();
+    let ca = Ca::named("srvd browser test CA");
+    let (chain, leaf_key) = ca.leaf(&["localhost", "127.0.0.1"], 30);
+    std::fs::write(s.dir.join("leaf.pem"), chain).unwrap();
     std::fs::write(s.dir.join("leaf.key"), leaf_key.serialize_pem()).unwrap();
     let spki = base64(&Sha256::digest(leaf_key.public_key_der()));
 
@@ -162,55 +137,12 @@ fn chromium_loads_a_page_with_css_js_and_fetch_over_https() {
     let profile = s.dir.join("chromium-profile");
     let url = format!("https://localhost:{tls_port}/");
     let started = Instant::now();
-    let mut child = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(&url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start chromium");
-    // Drain both pipes in threads, so a chatty browser never blocks on a full pipe.
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut out_pipe, &mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut err_pipe, &mut s);
-        s
-    });
-    let deadline = started + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish within 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let dom = out_reader.join().unwrap();
-    let stderr = err_reader.join().unwrap();
+    let (status, dom, stderr) = browser::dump_dom(
+        browser,
+        &profile,
+        &url,
+        &[format!("--ignore-certificate-errors-spki-list={spki}")],
+    );
     eprintln!("chromium ran for {:?}", started.elapsed());
     assert!(status.success(), "chromium failed: {status:?}\n{stderr}");
     let tail = &stderr[stderr.len().saturating_sub(2000)..];

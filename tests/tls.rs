@@ -4,57 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::certs::Ca;
 use common::*;
-use rcgen::{BasicConstraints, Certificate, CertificateParams, IsCa, KeyPair};
-
-struct Ca {
-    cert: Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        Ca::named("srvd test CA")
-    }
-
-    /// A CA with its own subject name (two CAs in one bundle must differ in it).
-    fn named(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    /// Writes `<stem>.pem` (leaf + CA) and `<stem>.key` for `names`, valid for `days`.
-    fn issue(&self, dir: &Path, stem: &str, names: &[&str], days: i64) -> (PathBuf, PathBuf) {
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::days(2);
-        params.not_after = now + time::Duration::days(days);
-        let key = KeyPair::generate().unwrap();
-        let leaf = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let cert_path = dir.join(format!("{stem}.pem"));
-        let key_path = dir.join(format!("{stem}.key"));
-        std::fs::write(&cert_path, leaf.pem() + &self.cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    }
-
-    fn write_root(&self, dir: &Path) -> PathBuf {
-        let p = dir.join("ca.pem");
-        std::fs::write(&p, self.cert.pem()).unwrap();
-        p
-    }
-}
+use rcgen::{CertificateParams, KeyPair};
 
 /// A srvd with a plain and a TLS listener, the default site (`localhost`'s certificate)
 /// and site `b.test` (its own certificate, `https_redirect`).

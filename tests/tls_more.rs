@@ -13,54 +13,19 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::certs::Ca;
 use common::*;
-use rcgen::{BasicConstraints, Certificate, CertificateParams, IsCa, KeyPair};
 use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------------------------------
 // certificates and the server
 // ---------------------------------------------------------------------------------------
-
-struct Ca {
-    cert: Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "srvd tls_more test CA");
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    /// Writes `<stem>.pem` (leaf + CA) and `<stem>.key` for `names`.
-    fn issue(&self, dir: &Path, stem: &str, names: &[&str]) {
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::days(2);
-        params.not_after = now + time::Duration::days(90);
-        let key = KeyPair::generate().unwrap();
-        let leaf = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        std::fs::write(
-            dir.join(format!("{stem}.pem")),
-            leaf.pem() + &self.cert.pem(),
-        )
-        .unwrap();
-        std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
-    }
-}
 
 /// A srvd (one worker) with a plain listener (`s.port`) and a TLS one, the default site's
 /// certificate for `localhost` (and `b.pem`/`b.key` for `b.test`, for a `[[site]]`).
@@ -74,8 +39,8 @@ struct Tls {
 fn start(name: &str, top: &str, tables: &str) -> Tls {
     let mut s = Srvd::prepare_with_workers(name, "", 1);
     let ca = Ca::new();
-    ca.issue(&s.dir, "default", &["localhost"]);
-    ca.issue(&s.dir, "b", &["b.test"]);
+    ca.issue(&s.dir, "default", &["localhost"], 90);
+    ca.issue(&s.dir, "b", &["b.test"], 90);
     let ca_path = s.dir.join("ca.pem");
     std::fs::write(&ca_path, ca.cert.pem()).unwrap();
     let plain = s.port;

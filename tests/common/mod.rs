@@ -11,6 +11,8 @@
 //!   signal (nginx-tests' `unlike($t->read_file('error.log'), …)`).
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod certs;
 pub mod load;
 
 use std::io::{Read, Write};
