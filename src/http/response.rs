@@ -213,7 +213,12 @@ pub fn insert_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
         return;
     };
     let at = end + 2;
-    let line = [name, b": ", value, b"\r\n"].concat();
+    let line = name
+        .iter()
+        .chain(b": ")
+        .chain(value)
+        .chain(b"\r\n")
+        .copied();
     out.splice(at..at, line);
 }
 

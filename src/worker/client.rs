@@ -156,7 +156,7 @@ impl Client {
             Some(t) if !self.clear => t,
             _ => return send(&self.stream, buf, more),
         };
-        if tls.wants_write() && !tls.flush_to_socket(&self.stream)? && !room(tls) {
+        if tls.wants_write() && !tls.flush_to_socket(&self.stream)? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = tls.write_plain(buf);
@@ -183,7 +183,7 @@ impl Client {
             )
             .map_err(io::Error::from);
         };
-        if tls.wants_write() && !tls.flush_to_socket(&self.stream)? && !room(tls) {
+        if tls.wants_write() && !tls.flush_to_socket(&self.stream)? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let n = match tls.encrypt_file_slice(file, offset, count as u64) {
@@ -235,9 +235,4 @@ impl Client {
             t.release_buffers();
         }
     }
-}
-
-/// Whether the TLS send buffer can take more now (records are flushed before it fills).
-fn room(tls: &TlsConn) -> bool {
-    !tls.wants_write()
 }

@@ -885,6 +885,7 @@ impl Conn {
         pool.put_read(std::mem::take(&mut self.rbuf));
         pool.put_out(std::mem::take(&mut self.out));
         self.log.line = Vec::new();
+        self.client.idle();
     }
 
     /// Hands the buffers back as the connection closes.

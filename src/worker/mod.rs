@@ -370,11 +370,9 @@ impl Worker {
                         _ => client::Client::plain(stream),
                     };
                     self.add_conn(now, client, ip, port);
-                    if tls {
-                        // Only a TLS listener can make the cap bite: stop taking from it.
-                        if self.tls_paused {
-                            break;
-                        }
+                    if tls && self.tls_paused {
+                        // The handshake cap was reached: stop taking from TLS listeners.
+                        break;
                     }
                     if !all {
                         break;
