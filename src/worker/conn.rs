@@ -272,10 +272,13 @@ impl Conn {
         if self.discard.is_done() && self.rstart < self.rend && self.respond(cx) {
             return Step::Continue;
         }
-        if self.is_idle() && cx.draining {
+        if self.is_idle() && cx.draining && self.served {
             // Graceful stop: read first, so a request that already arrived is answered
             // (with `Connection: close`) instead of being left unread, which would make the
             // kernel answer our close with RST. Nothing there: close (FIN, nothing unread).
+            // A connection that has not had its first request yet (taken from the queue as
+            // the drain began; over TLS still in its handshake) waits for it instead, up to
+            // the drain's idle grace.
             return match self.read_more(cx) {
                 Step::Wait(Wait::Readable) => Step::Wait(Wait::Close),
                 other => other,
